@@ -1,0 +1,92 @@
+"""Input validation at the public boundary.
+
+Every public function checks shapes, dtypes and hyperparameters before anything is traced, so a
+mistake surfaces as a `ValueError`/`TypeError` naming the argument instead of an XLA error or a
+silent NaN. Value checks (NaN, binary entries) run only on concrete arrays: under an outer
+`jax.jit` they are skipped, shape checks still apply.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when `x` holds actual values (not a tracer under jit/vmap/grad)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_degree(degree, *, name: str = "degree", minimum: int = 1) -> int:
+    """An integer polynomial degree >= minimum (bools and floats like 2.5 are refused)."""
+    if isinstance(degree, bool) or not isinstance(degree, numbers.Integral):
+        if isinstance(degree, numbers.Real) and float(degree).is_integer() and not isinstance(degree, bool):
+            degree = int(degree)
+        else:
+            raise TypeError(f"`{name}` must be an integer, got {degree!r} ({type(degree).__name__}).")
+    if degree < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {degree}.")
+    return int(degree)
+
+
+def check_positive(value, *, name: str, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if is_concrete(value) and np.ndim(value) == 0:
+            value = float(value)
+        else:
+            return value  # traced hyperparameter: trust the caller
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
+    return float(value)
+
+
+def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
+    """Convert to a floating JAX array, checking rank and refusing empty or non-numeric input."""
+    if x is None:
+        raise ValueError(f"`{name}` is required, got None.")
+    if not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except Exception as err:  # noqa: BLE001 - any conversion failure is the caller's input
+            raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.") from err
+    dtype = np.dtype(x.dtype)
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.number)):
+        raise TypeError(f"`{name}` must have a numeric dtype, got {dtype}.")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(f"`{name}` must be real, got {dtype}.")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if x.ndim not in allowed:
+            raise ValueError(
+                f"`{name}` must have {' or '.join(map(str, allowed))} dimension(s), got shape {tuple(x.shape)}."
+            )
+    if any(s == 0 for s in x.shape):
+        raise ValueError(f"`{name}` is empty (shape {tuple(x.shape)}).")
+    if not np.issubdtype(dtype, np.floating):
+        x = jnp.asarray(x, dtype=jnp.float32)
+    else:
+        x = jnp.asarray(x)
+    # numpy, not jnp: inside an outer trace a jnp reduction of a concrete array is a tracer.
+    if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    return x
+
+
+def check_binary(x, *, name: str) -> None:
+    """Entries must be exactly -1 or +1 (concrete arrays only)."""
+    if is_concrete(x) and not np.all(np.abs(np.asarray(x)) == 1):
+        raise ValueError(f"`{name}` must contain only -1 and +1 entries for a binary rule.")
+
+
+def check_feature_dims(state, memories, *, state_name: str = "x0", memories_name: str = "memories") -> None:
+    """The last axis of the state must match the memories' feature axis."""
+    if state.shape[-1] != memories.shape[-1]:
+        raise ValueError(
+            f"`{state_name}` has {state.shape[-1]} features but `{memories_name}` has "
+            f"{memories.shape[-1]} (shape {tuple(memories.shape)}): they must match."
+        )

@@ -1,0 +1,336 @@
+"""Storage capacity of Dense Associative Memory: patterns, recall, batched sweeps and theory.
+
+Theory is Krotov & Hopfield 2016 (arXiv:1606.01164, section 2; REFERENCE A3-A5). Experiments run
+the asynchronous rule (A2) on many starts at once: `run_to_convergence` keeps a fixed pool of
+vmapped slots busy, refilling a slot as soon as its start has converged, so a batch costs the
+sum of the sweeps its starts need rather than (batch size) x (slowest start).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ._checks import check_degree, check_feature_dims
+from .dynamics import AbstractSolver, AsyncBinary
+from .energies import DenseEnergy
+from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
+
+# ---------------------------------------------------------------------------------------------
+# Patterns and recall criteria
+
+
+def random_patterns(key: PRNGKeyArray, *, num_patterns: int, dim: int) -> Float[Array, "K N"]:
+    """Independent uniform +-1 patterns, shape (num_patterns, dim), float32."""
+    check_degree(num_patterns, name="num_patterns")
+    check_degree(dim, name="dim")
+    return jax.random.rademacher(key, (num_patterns, dim), dtype=jnp.float32)
+
+
+def flip_bits(key: PRNGKeyArray, patterns: Float[Array, "*batch N"], *, fraction: float) -> Float[Array, "*batch N"]:
+    """Flip exactly round(fraction * N) randomly chosen bits of each +-1 pattern."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"`fraction` must lie in [0, 1], got {fraction!r}.")
+    n = patterns.shape[-1]
+    count = int(round(fraction * n))
+    batch = patterns.shape[:-1]
+    ranks = jnp.argsort(jax.random.uniform(key, batch + (n,)), axis=-1).argsort(axis=-1)
+    return jnp.where(ranks < count, -patterns, patterns)
+
+
+def overlaps(state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Float[Array, " K"]:
+    """xi^mu . sigma for every memory."""
+    return memories @ state
+
+
+def is_stored_memory(state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Bool[Array, ""]:
+    """True when the +-1 `state` equals one of the memories exactly (overlap N)."""
+    return jnp.max(overlaps(state, memories)) == state.shape[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched convergence
+
+
+def run_to_convergence(
+    energy,
+    starts: Float[Array, "S N"],
+    memories: Float[Array, "K N"],
+    *,
+    solver: AbstractSolver | None = None,
+    max_sweeps: int = 100,
+    pool_size: int = 1024,
+    key: PRNGKeyArray | None = None,
+) -> tuple[Float[Array, "S N"], Int[Array, " S"], Bool[Array, " S"]]:
+    """Run a binary rule from every start until a sweep flips nothing (or `max_sweeps`).
+
+    `pool_size` starts are swept at once (vmap); a finished slot immediately takes the next
+    start. Everything runs in one `lax.while_loop`, so the call jit-compiles and vmaps (over
+    memory sets, say).
+
+    Returns:
+        (final states (S, N), sweeps taken (S,), converged (S,)).
+    """
+    solver = AsyncBinary() if solver is None else solver
+    if not solver.binary:
+        raise ValueError("`solver` must be a binary rule (AsyncBinary or SyncBinary).")
+    check_feature_dims(starts, memories, state_name="starts")
+    check_degree(max_sweeps, name="max_sweeps")
+    check_degree(pool_size, name="pool_size")
+    key = jax.random.key(0) if key is None else key
+    num_starts, dim = starts.shape
+    pool = min(pool_size, num_starts)
+    clamped = jnp.zeros((dim,), bool)
+    sweep = jax.vmap(lambda state, k: solver.step(energy, state, memories, clamped, k))
+
+    def cond(carry):
+        return jnp.any(carry[1] < num_starts)
+
+    def body(carry):
+        slots, slot_start, slot_sweeps, next_start, finals, sweeps, converged, t = carry
+        new, flips = sweep(slots, jax.random.split(jax.random.fold_in(key, t), pool))
+        slot_sweeps = slot_sweeps + 1
+        active = slot_start < num_starts
+        done = active & ((flips == 0) | (slot_sweeps >= max_sweeps))
+        # Index num_starts is out of range: mode="drop" discards writes from unfinished slots.
+        target = jnp.where(done, slot_start, num_starts)
+        finals = finals.at[target].set(new, mode="drop")
+        sweeps = sweeps.at[target].set(slot_sweeps, mode="drop")
+        converged = converged.at[target].set(flips == 0, mode="drop")
+        refill = jnp.where(done, next_start + jnp.cumsum(done) - 1, slot_start)
+        refill = jnp.where(done & (refill >= num_starts), num_starts, refill)
+        loads = done & (refill < num_starts)
+        slots = jnp.where(loads[:, None], starts[jnp.clip(refill, 0, num_starts - 1)], new)
+        slot_sweeps = jnp.where(done, 0, slot_sweeps)
+        return slots, refill, slot_sweeps, next_start + jnp.sum(done), finals, sweeps, converged, t + 1
+
+    init = (
+        starts[:pool],
+        jnp.arange(pool),
+        jnp.zeros((pool,), jnp.int32),
+        jnp.asarray(pool),
+        jnp.zeros_like(starts),
+        jnp.zeros((num_starts,), jnp.int32),
+        jnp.zeros((num_starts,), bool),
+        jnp.asarray(0),
+    )
+    _, _, _, _, finals, sweeps, converged, _ = jax.lax.while_loop(cond, body, init)
+    return finals, sweeps, converged
+
+
+def capacity_trials(
+    key: PRNGKeyArray,
+    *,
+    dim: int,
+    num_memories: int,
+    separation,
+    num_sets: int = 10,
+    starts_per_set: int = 100,
+    flip_fraction: float | None = None,
+    max_sweeps: int = 100,
+    pool_size: int = 256,
+    solver: AbstractSolver | None = None,
+) -> dict[str, np.ndarray]:
+    """Retrieval trials at one (N, K): `num_sets` random memory sets (vmapped), each with
+    `starts_per_set` starts, run to convergence under the asynchronous rule.
+
+    Starts are uniformly random states (`flip_fraction=None`, the Appendix B protocol, A6) or
+    memories with that fraction of bits flipped (recall of the cued memory).
+
+    Returns numpy arrays over all trials: `max_overlap` (largest xi . sigma at the end),
+    `on_memory` (ended exactly on a stored memory), `recalled` (ended on the cued memory; equal
+    to `on_memory` for random starts), `sweeps`, `converged`.
+    """
+    check_degree(dim, name="dim")
+    check_degree(num_memories, name="num_memories")
+    check_degree(num_sets, name="num_sets")
+    check_degree(starts_per_set, name="starts_per_set")
+    energy = DenseEnergy(as_separation(separation))
+    run = _trial_runner(energy, solver or AsyncBinary(), max_sweeps, pool_size, flip_fraction)
+    out = run(jax.random.split(key, num_sets), dim, num_memories, starts_per_set)
+    return {name: np.asarray(value).reshape(-1) for name, value in out.items()}
+
+
+_RUNNERS: dict = {}
+
+
+def _trial_runner(energy, solver, max_sweeps, pool_size, flip_fraction):
+    """One jitted function per configuration (jit then caches one compilation per shape)."""
+    config = (energy, solver, max_sweeps, pool_size, flip_fraction)
+    if config in _RUNNERS:
+        return _RUNNERS[config]
+
+    def one_set(key, dim, num_memories, num_starts):
+        k_mem, k_start, k_cue, k_run = jax.random.split(key, 4)
+        memories = jax.random.rademacher(k_mem, (num_memories, dim), dtype=jnp.float32)
+        if flip_fraction is None:
+            starts = jax.random.rademacher(k_start, (num_starts, dim), dtype=jnp.float32)
+            cues = jnp.full((num_starts,), -1)
+        else:
+            cues = jax.random.randint(k_cue, (num_starts,), 0, num_memories)
+            starts = flip_bits(k_start, memories[cues], fraction=flip_fraction)
+        finals, sweeps, converged = run_to_convergence(
+            energy, starts, memories, solver=solver, max_sweeps=max_sweeps, pool_size=pool_size, key=k_run
+        )
+        ov = finals @ memories.T
+        on_memory = jnp.max(ov, axis=-1) == dim
+        if flip_fraction is None:
+            recalled = on_memory
+        else:
+            recalled = jnp.take_along_axis(ov, cues[:, None], axis=-1)[:, 0] == dim
+        return dict(
+            max_overlap=jnp.max(ov, axis=-1),
+            on_memory=on_memory,
+            recalled=recalled,
+            sweeps=sweeps,
+            converged=converged,
+        )
+
+    run = jax.jit(jax.vmap(one_set, in_axes=(0, None, None, None)), static_argnums=(1, 2, 3))
+    _RUNNERS[config] = run
+    return run
+
+
+def capacity_sweep(
+    key: PRNGKeyArray,
+    grid: Iterable[dict],
+    *,
+    num_sets: int = 10,
+    starts_per_set: int = 100,
+    flip_fraction: float | None = None,
+    max_sweeps: int = 100,
+    pool_size: int = 256,
+    progress: bool = True,
+) -> list[dict]:
+    """Run `capacity_trials` over a grid of configurations, one row each.
+
+    Each grid entry is a dict with `dim` (N), `num_memories` (K), `degree` (n), `kind`
+    ("power" or "rectified") and optional `seed`. Configurations of one shape share one
+    compilation; a progress bar shows the grid.
+    """
+    from tqdm.auto import tqdm
+
+    grid = list(grid)
+    if not grid:
+        raise ValueError("`grid` is empty: give at least one configuration.")
+    rows = []
+    for config in tqdm(grid, desc="capacity sweep", disable=not progress):
+        separation = make_separation(config["kind"], config["degree"])
+        trial_key = jax.random.fold_in(key, int(config.get("seed", 0)))
+        out = capacity_trials(
+            trial_key,
+            dim=config["dim"],
+            num_memories=config["num_memories"],
+            separation=separation,
+            num_sets=num_sets,
+            starts_per_set=starts_per_set,
+            flip_fraction=flip_fraction,
+            max_sweeps=max_sweeps,
+            pool_size=pool_size,
+        )
+        rows.append(
+            dict(
+                config,
+                trials=int(out["recalled"].size),
+                recall_fraction=float(out["recalled"].mean()),
+                on_memory_fraction=float(out["on_memory"].mean()),
+                mean_sweeps=float(out["sweeps"].mean()),
+                converged_fraction=float(out["converged"].mean()),
+            )
+        )
+    return rows
+
+
+def make_separation(kind: str, degree: int) -> AbstractSeparation:
+    """`Power(degree)` for kind "power", `RectifiedPower(degree)` for "rectified"."""
+    kinds = {"power": Power, "rectified": RectifiedPower}
+    if kind not in kinds:
+        raise ValueError(f"`kind` must be one of {sorted(kinds)}, got {kind!r}.")
+    return kinds[kind](degree)
+
+
+def k_half(num_memories: Sequence[int | float], fractions: Sequence[int | float], *, level: float = 0.5) -> float:
+    """K_1/2: the K at which the success fraction first falls through `level`, by linear
+    interpolation between the grid points on either side (A6b). NaN if it never does; the
+    first K if it starts below."""
+    ks = np.asarray(num_memories, float)
+    fs = np.asarray(fractions, float)
+    if ks.shape != fs.shape or ks.size == 0:
+        raise ValueError("`num_memories` and `fractions` must be non-empty and of equal length.")
+    order = np.argsort(ks)
+    ks, fs = ks[order], fs[order]
+    if fs[0] < level:
+        return float(ks[0])
+    for i in range(1, ks.size):
+        if fs[i] < level:
+            k0, k1, f0, f1 = ks[i - 1], ks[i], fs[i - 1], fs[i]
+            return float(k0 + (f0 - level) * (k1 - k0) / (f0 - f1))
+    return float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Theory (Krotov & Hopfield 2016, section 2)
+
+
+def double_factorial(m: int) -> int:
+    """m!! = m (m-2) (m-4) ...; (-1)!! = 0!! = 1."""
+    if m < -1:
+        raise ValueError(f"`m` must be >= -1, got {m}.")
+    return math.prod(range(m, 0, -2)) if m > 0 else 1
+
+
+def bit_error_probability(dim: int, num_memories: int, degree: int) -> float:
+    """Probability that one bit of a stored memory is unstable (A3), large-N approximation:
+
+    P ~= sqrt((2n-3)!! / (2 pi) * K / N^(n-1)) * exp(- N^(n-1) / (2 K (2n-3)!!)).
+    """
+    n = check_degree(degree, minimum=2)
+    check_degree(dim, name="dim")
+    check_degree(num_memories, name="num_memories")
+    c = double_factorial(2 * n - 3)
+    ratio = num_memories / float(dim) ** (n - 1)
+    return math.sqrt(c / (2 * math.pi) * ratio) * math.exp(-1.0 / (2 * ratio * c))
+
+
+def perfect_recall_capacity(dim: int, degree: int) -> float:
+    """K_max ~= N^(n-1) / (2 (2n-3)!! ln N): all memories stable with high probability (A5)."""
+    n = check_degree(degree, minimum=2)
+    check_degree(dim, name="dim", minimum=2)
+    return float(dim) ** (n - 1) / (2 * double_factorial(2 * n - 3) * math.log(dim))
+
+
+def small_error_alpha(degree: int) -> float:
+    """alpha_n ~= 0.146 / (2n-3)!!, with K_max = alpha_n N^(n-1) at a small error rate (A4)."""
+    n = check_degree(degree, minimum=2)
+    return 0.146 / double_factorial(2 * n - 3)
+
+
+def small_error_capacity(dim: int, degree: int) -> float:
+    """K_max = alpha_n N^(n-1) (A4)."""
+    check_degree(dim, name="dim")
+    return small_error_alpha(degree) * float(dim) ** (degree - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# XOR (Krotov & Hopfield 2016, section 3; A7)
+
+XOR_MEMORIES = np.array([[1, 1, -1], [1, -1, 1], [-1, 1, 1], [-1, -1, -1]], dtype=np.float32)
+
+
+def xor_readout(separation, x: float, y: float) -> tuple[float, float]:
+    """z = Sign[E(x, y, -1) - E(x, y, +1)] for the 4 XOR memories; returns (z, energy gap).
+    A zero gap gives z = 0 (undecided)."""
+    energy = DenseEnergy(as_separation(separation))
+    memories = jnp.asarray(XOR_MEMORIES)
+    gap = energy(jnp.array([x, y, -1.0]), memories) - energy(jnp.array([x, y, 1.0]), memories)
+    return float(jnp.sign(gap)), float(gap)
+
+
+def solves_xor(separation) -> bool:
+    """True when the readout gives z = XOR(x, y) for all four +-1 inputs, by enumeration."""
+    return all(xor_readout(separation, x, y)[0] == -x * y for x in (-1.0, 1.0) for y in (-1.0, 1.0))

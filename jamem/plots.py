@@ -1,0 +1,77 @@
+"""Matplotlib figures for the experiments (saved as PNG; headless-safe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("module://matplotlib_inline.backend_inline", "nbagg"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_overlap_histograms(rows: list[dict], path) -> Path:
+    """Appendix B (a): final overlap with the closest memory, one panel per degree."""
+    plt = _pyplot()
+    degrees = sorted({r["degree"] for r in rows})
+    fig, axes = plt.subplots(1, len(degrees), figsize=(3.2 * len(degrees), 2.8), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, n in zip(axes, degrees):
+        for r in (r for r in rows if r["degree"] == n):
+            counts = np.asarray(r["overlap_counts"], float)
+            ax.step(r["overlap_values"], counts / counts.sum(), where="mid", label=r["kind"])
+        ax.set_title(f"n = {n}")
+        ax.set_xlabel("max overlap with a memory")
+    axes[0].set_ylabel("fraction of starts")
+    axes[0].legend(fontsize=8)
+    r0 = rows[0]
+    fig.suptitle(f"N = {r0['dim']}, K = {r0['num_memories']}, {r0['starts']} random starts", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_k_half(k_halves: list[dict], path) -> Path:
+    """Appendix B (b): K_1/2 against N beside the perfect-recall formula (A5)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for kind, marker in (("power", "o"), ("rectified", "s")):
+        pts = sorted((r["dim"], r["k_half"]) for r in k_halves if r["kind"] == kind)
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, ls="-", label=f"K_1/2, {kind} F")
+    dims = sorted({r["dim"] for r in k_halves})
+    theory = sorted((r["dim"], r["theory_a5"]) for r in k_halves if r["kind"] == k_halves[0]["kind"])
+    ax.plot(*zip(*theory), "k--", label="A5: N^(n-1) / (2 (2n-3)!! ln N)")
+    ax.set_xlabel("N")
+    ax.set_ylabel("K")
+    ax.set_title(f"n = {k_halves[0]['degree']}")
+    ax.set_xticks(dims)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_trajectory(energies, path=None, *, ax=None, label=None):
+    """Energy along a retrieval trajectory (one curve per query)."""
+    plt = _pyplot()
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot(np.asarray(energies).T if np.ndim(energies) > 1 else energies, label=label)
+    ax.set_xlabel("saved step")
+    ax.set_ylabel("energy")
+    if own and path is not None:
+        return _save(fig, path)
+    return ax

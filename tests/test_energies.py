@@ -1,0 +1,138 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jamem as jm
+from jamem.separation import overlap_scale
+
+
+def _memories(key, k=7, n=12):
+    return jax.random.normal(key, (k, n))
+
+
+def test_dense_energy_matches_definition(key):
+    xi = jax.random.rademacher(key, (9, 16), dtype=jnp.float32)
+    sigma = jax.random.rademacher(jax.random.key(1), (16,), dtype=jnp.float32)
+    for sep, f in [
+        (jm.Power(3), lambda x: x**3),
+        (jm.RectifiedPower(2), lambda x: np.maximum(x, 0) ** 2),
+        (jm.Exponential(0.1), lambda x: np.exp(0.1 * x)),
+        (lambda x: x**2, lambda x: x**2),
+    ]:
+        expected = -np.sum(f(np.asarray(xi) @ np.asarray(sigma)))
+        np.testing.assert_allclose(jm.DenseEnergy(sep)(sigma, xi), expected, rtol=1e-5)
+
+
+def test_power_gradient_closed_form(key):
+    xi = _memories(key)
+    x = jax.random.normal(jax.random.key(2), (12,))
+    grad = jax.grad(jm.DenseEnergy(jm.Power(3)))(x, xi)
+    expected = -3 * (xi @ x) ** 2 @ xi
+    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lse_gradient_is_modern_hopfield_residual(key):
+    xi = _memories(key)
+    x = jax.random.normal(jax.random.key(3), (12,))
+    beta = 2.5
+    grad = jax.grad(jm.LogSumExpEnergy(beta))(x, xi)
+    expected = x - xi.T @ jax.nn.softmax(beta * (xi @ x))
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gaussian_kernel_gradient_closed_form(key):
+    xi = _memories(key)
+    v = jax.random.normal(jax.random.key(4), (12,))
+    beta = 0.7
+    grad = jax.grad(jm.GaussianKernelEnergy(beta))(v, xi)
+    weights = jax.nn.softmax(-0.5 * beta * jnp.sum((xi - v[None]) ** 2, axis=-1))
+    np.testing.assert_allclose(grad, v - weights @ xi, rtol=1e-5, atol=1e-5)
+
+
+def test_log_sum_relu_gradient_closed_form(key):
+    xi = jnp.array([[0.0, 0.0], [1.0, 0.2], [0.1, 1.1]])
+    q = jnp.array([0.3, 0.2])
+    beta, eps = 2.0, 1e-6
+    grad = jax.grad(jm.LogSumReLUEnergy(beta, eps))(q, xi)
+    kern = np.maximum(1 - 0.5 * beta * np.sum((np.asarray(xi) - np.asarray(q)) ** 2, -1), 0)
+    active = kern > 0
+    expected = (np.asarray(q)[None] - np.asarray(xi))[active].sum(0) / (kern.sum() + eps)
+    np.testing.assert_allclose(grad, expected, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sep", [jm.Power(30), jm.RectifiedPower(30), jm.Power(20)])
+def test_high_degree_finite_in_float32(sep):
+    xi = jax.random.rademacher(jax.random.key(0), (50, 784), dtype=jnp.float32)
+    sigma = xi[3]  # overlap 784: 784^30 overflows float32 without rescaling
+    assert not jnp.isfinite(jm.DenseEnergy(sep)(sigma, xi))
+    e = jm.DenseEnergy(sep, normalise=True)(sigma, xi)
+    g = jax.grad(jm.DenseEnergy(sep, normalise=True))(sigma, xi)
+    assert jnp.isfinite(e) and bool(jnp.all(jnp.isfinite(g)))
+    # normalised energy = E / s^n, checked against float64 numpy
+    s = float(overlap_scale(xi))
+    expected = -np.sum(
+        np.maximum(
+            np.asarray(xi, np.float64) @ np.asarray(sigma, np.float64),
+            0 if isinstance(sep, jm.RectifiedPower) else -np.inf,
+        )
+        ** sep.degree
+        / s**sep.degree
+    )
+    np.testing.assert_allclose(float(e), expected, rtol=1e-4)
+
+
+def test_exponential_gap_stable_at_large_arguments():
+    sep = jm.Exponential(beta=5.0)
+    plus = jnp.array([700.0, 10.0])
+    minus = jnp.array([698.0, 12.0])
+    gap = sep.gap(plus, minus, 1.0)
+    assert jnp.isfinite(gap) and gap > 0
+
+
+def test_lse_energy_stable_at_large_beta(key):
+    xi = _memories(key)
+    x = xi[0]
+    e = jm.LogSumExpEnergy(beta=1e4)(x, xi)
+    assert jnp.isfinite(e)
+    np.testing.assert_allclose(e, -jnp.max(xi @ x) + 0.5 * x @ x, rtol=1e-3, atol=1e-3)
+
+
+def test_jit_equals_eager_and_vmap_equals_loop(key):
+    xi = _memories(key)
+    xs = jax.random.normal(jax.random.key(5), (6, 12))
+    for energy in [
+        jm.LogSumExpEnergy(1.5),
+        jm.GaussianKernelEnergy(0.5),
+        jm.LogSumReLUEnergy(0.1),
+        jm.DenseEnergy(jm.RectifiedPower(3)),
+    ]:
+        eager = jnp.stack([energy(x, xi) for x in xs])
+        np.testing.assert_allclose(jax.jit(jax.vmap(energy, in_axes=(0, None)))(xs, xi), eager, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "3"])
+def test_bad_degree_raises_naming_degree(bad):
+    with pytest.raises((TypeError, ValueError), match="degree"):
+        jm.Power(bad)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_bad_beta_raises_naming_beta(bad):
+    with pytest.raises(ValueError, match="beta"):
+        jm.LogSumExpEnergy(bad)
+
+
+def test_bad_separation_raises():
+    with pytest.raises(TypeError, match="separation"):
+        jm.DenseEnergy(3)
+
+
+def test_chunked_lse_equals_unchunked(key):
+    xi = jax.random.normal(key, (64, 10))
+    x = jax.random.normal(jax.random.key(1), (10,))
+    full, chunked = jm.LogSumExpEnergy(2.0), jm.LogSumExpEnergy(2.0, chunk_size=16)
+    np.testing.assert_allclose(chunked(x, xi), full(x, xi), rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(chunked)(x, xi), jax.grad(full)(x, xi), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        jm.LogSumExpEnergy(2.0, chunk_size=10)(x, xi)
