@@ -9,7 +9,7 @@
 
 Writes results/capacity_appendix_b.json and PNG plots. Usage:
 
-    python experiments/capacity.py            # the full run (about 15 minutes on 2 CPU cores)
+    python experiments/capacity.py            # the full run (an hour on 2 CPU cores; --dims/--starts trim it)
     python experiments/capacity.py --quick    # small sizes, a minute
 """
 
@@ -116,26 +116,29 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--out", default="results", help="output folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dims", default="50,75,100,125,150,175,200", help="N values of part (b)")
+    parser.add_argument("--sets", type=int, default=5, help="memory sets per (N, K) in part (b)")
+    parser.add_argument("--starts", type=int, default=200, help="random starts per memory set in part (b)")
     args = parser.parse_args(argv)
     key = jax.random.key(args.seed)
     out = Path(args.out)
+    name = "capacity_appendix_b_quick" if args.quick else "capacity_appendix_b"
+    results = dict(xor=part_c(range(1, 7)))
     if args.quick:
-        a = part_a(key, dim=50, num_memories=300, starts=500, degrees=(2, 3, 4, 5))
+        results["part_a"] = part_a(key, dim=50, num_memories=300, starts=500, degrees=(2, 3, 4, 5))
+    else:
+        results["part_a"] = part_a(key, dim=100, num_memories=2000, starts=10_000, degrees=(2, 3, 4, 5))
+    # saved after each part: a long run that is stopped keeps what it finished
+    save_json(out / f"{name}.json", results, argv=argv)
+    plot_overlap_histograms(results["part_a"], out / f"{name}_overlaps.png")
+    if args.quick:
         b, kh = part_b(key, dims=(50, 100), degree=3, factors=(0.6, 1.0, 1.4, 2.0), num_sets=2, starts_per_set=100)
     else:
-        a = part_a(key, dim=100, num_memories=2000, starts=10_000, degrees=(2, 3, 4, 5))
-        b, kh = part_b(
-            key,
-            dims=(50, 75, 100, 125, 150, 175, 200),
-            degree=3,
-            factors=(0.6, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.7, 2.0),
-            num_sets=5,
-            starts_per_set=200,
-        )
-    c = part_c(range(1, 7))
-    name = "capacity_appendix_b_quick" if args.quick else "capacity_appendix_b"
-    save_json(out / f"{name}.json", dict(part_a=a, part_b=b, k_half=kh, xor=c), argv=argv)
-    plot_overlap_histograms(a, out / f"{name}_overlaps.png")
+        dims = tuple(int(d) for d in args.dims.split(","))
+        b, kh = part_b(key, dims=dims, degree=3, factors=(0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.1),
+                       num_sets=args.sets, starts_per_set=args.starts)
+    results.update(part_b=b, k_half=kh)
+    save_json(out / f"{name}.json", results, argv=argv)
     plot_k_half(kh, out / f"{name}_k_half.png")
     print(f"wrote {out / name}.json and plots")
 

@@ -1,0 +1,86 @@
+"""The DenseAM classifier of Krotov & Hopfield 2016 (arXiv:1606.01164, eq. 9, App. A; A8-A10).
+
+N = 784 visible neurons are clamped to the pixels (in [-1, 1]); N_c = 10 classification neurons
+start at -eps (eps = 1 in the paper); K memories span all N + N_c neurons; F is the rectified
+polynomial of degree n. One update step of the classification neurons gives
+
+    c_alpha = tanh( beta * sum_mu [ F(xi^mu . V_alpha) - F(xi^mu . U) ] ),
+
+U = (v, all classes -eps), V_alpha = U with class alpha set to +eps. Since
+xi^mu . V_alpha = xi^mu . U + 2 eps xi^mu_alpha, the batch is never copied per class (the original
+code tiles it 10 times). With beta = 1 / T^n the sum is evaluated as ((.)/T)^n, finite in float32
+for n = 30.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._checks import check_degree, check_positive
+
+
+class DenseAMClassifier(eqx.Module):
+    """K memories over `num_visible + num_classes` neurons, rectified F of degree n (A8).
+
+    Acts on one image (shape (num_visible,)); batch with `jax.vmap`.
+    """
+
+    memories: Float[Array, "K D"]
+    degree: int = eqx.field(static=True)
+    num_classes: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        *,
+        num_memories: int = 2000,
+        num_visible: int = 784,
+        num_classes: int = 10,
+        degree: int = 3,
+        init_mean: float = -0.3,
+        init_std: float = 0.3,
+        key: PRNGKeyArray,
+    ):
+        check_degree(num_memories, name="num_memories")
+        check_degree(num_visible, name="num_visible")
+        self.num_classes = check_degree(num_classes, name="num_classes", minimum=2)
+        self.degree = check_degree(degree)
+        check_positive(init_std, name="init_std")
+        shape = (num_memories, num_visible + num_classes)
+        # A11: xi ~ Normal(-0.3, 0.3), kept in [-1, 1]
+        self.memories = jnp.clip(init_mean + init_std * jax.random.normal(key, shape), -1.0, 1.0)
+
+    @property
+    def num_visible(self) -> int:
+        return self.memories.shape[1] - self.num_classes
+
+    def scores(self, image: Float[Array, " N"], *, temperature: float, eps: float = 1.0) -> Float[Array, " C"]:
+        """beta * sum_mu [F(xi . V_alpha) - F(xi . U)] with beta = 1 / T^n (before tanh)."""
+        visible, classes = self.memories[:, : self.num_visible], self.memories[:, self.num_visible :]
+        base = visible @ image - eps * jnp.sum(classes, axis=-1)  # xi . U, shape (K,)
+        n = self.degree
+        on = (jax.nn.relu(base[:, None] + 2 * eps * classes) / temperature) ** n  # (K, C)
+        off = (jax.nn.relu(base) / temperature) ** n
+        return jnp.sum(on - off[:, None], axis=0)
+
+    def __call__(self, image: Float[Array, " N"], *, temperature: float, eps: float = 1.0) -> Float[Array, " C"]:
+        """The outputs c in (-1, 1)^C; the prediction is their argmax."""
+        return jnp.tanh(self.scores(image, temperature=temperature, eps=eps))
+
+
+def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[Array, " C"]:
+    """The dual one-hidden-layer network (eq. 10; A9): c_alpha = tanh( sum_mu xi^mu_alpha
+    f(xi^mu_v . v) ), f = F' = n relu(x)^(n-1). It is the eps -> 0 limit of the classifier with
+    classes started at -eps and beta = 1 / (2 eps)."""
+    visible, classes = model.memories[:, : model.num_visible], model.memories[:, model.num_visible :]
+    hidden = model.degree * jax.nn.relu(visible @ image) ** (model.degree - 1)
+    return jnp.tanh(hidden @ classes)
+
+
+def power_loss(outputs: Float[Array, " C"], label, *, power: int = 2) -> Float[Array, ""]:
+    """C = sum_alpha (c_alpha - t_alpha)^(2m), targets t = +1 for the label, -1 otherwise (A10)."""
+    m = check_degree(power, name="power")
+    targets = 2.0 * jax.nn.one_hot(label, outputs.shape[-1]) - 1.0
+    return jnp.sum((outputs - targets) ** (2 * m))

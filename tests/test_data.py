@@ -1,0 +1,59 @@
+"""Data loading through TFDS from the offline IDX files in ../shared/data."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jamem import data
+
+SHARED = Path(os.environ.get("JAMEM_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_data = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="offline MNIST files not found")
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("jamem_cache")
+
+
+@needs_data
+def test_mnist_loads_real_data(cache):
+    x, y = data.load("mnist", split="test", data_dir=SHARED, cache_dir=cache)
+    assert x.shape == (10000, 784) and x.dtype == np.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(y), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    # pixel mean 33.791 of 255 in the README, mapped to [-1, 1]
+    assert float(x.mean()) == pytest.approx(33.791 / 127.5 - 1, abs=1e-3)
+    train, _ = data.load("mnist", split="train", data_dir=SHARED, cache_dir=cache, validation_size=10000)
+    val, _ = data.load("mnist", split="validation", data_dir=SHARED, cache_dir=cache, validation_size=10000)
+    assert train.shape == (50000, 784) and val.shape == (10000, 784)
+    assert (cache / "mnist.npz").is_file()
+
+
+def test_missing_files_give_clear_error(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):
+        data.load("mnist", data_dir=tmp_path, cache_dir=tmp_path / "cache")
+
+
+@needs_data
+def test_corrupt_file_gives_clear_error(tmp_path):
+    folder = tmp_path / "mnist"
+    shutil.copytree(SHARED / "mnist", folder)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+    truncated = folder / "t10k-labels-idx1-ubyte.gz"
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="checksum"):
+        data.load("mnist", data_dir=tmp_path, cache_dir=tmp_path / "cache")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="name"):
+        data.load("cifar10")
+    with pytest.raises(ValueError, match="split"):
+        data.load("mnist", split="dev")
+    with pytest.raises(ValueError, match="validation_size"):
+        data.load("mnist", split="validation")
