@@ -83,7 +83,8 @@ def main(argv=None):
     for k in ks:
         chunk = min(k, 10_000)
         memories = jax.random.normal(jax.random.key(0), (k, dim)) / np.sqrt(dim)
-        queries = memories[:batch] + 0.1 * jax.random.normal(jax.random.key(1), (batch, dim)) / np.sqrt(dim)
+        noise = 0.1 * jax.random.normal(jax.random.key(1), (batch, dim)) / np.sqrt(dim)
+        queries = memories[jnp.arange(batch) % k] + noise
         energy = jm.LogSumExpEnergy(BETA, chunk_size=chunk)
         run_jamem = jax.jit(
             jax.vmap(
