@@ -124,16 +124,17 @@ def main(argv=None):
             f"throughput {row['jamem_throughput']:.3g} q*K*N/s; diff {err:.1e}",
             flush=True,
         )
-    save_json(
-        args.out,
-        dict(
-            benchmark="modern Hopfield retrieval step throughput",
-            beta=BETA,
-            gpu_roofline="not measured: no GPU in this session",
-            rows=rows,
-        ),
-        argv=argv,
-    )
+        # saved after every K: the 10^6 row takes many minutes on a CPU
+        save_json(
+            args.out,
+            dict(
+                benchmark="modern Hopfield retrieval step throughput",
+                beta=BETA,
+                gpu_roofline="not measured: no GPU in this session",
+                rows=rows,
+            ),
+            argv=argv,
+        )
 
 
 if __name__ == "__main__":

@@ -135,8 +135,14 @@ def main(argv=None):
         b, kh = part_b(key, dims=(50, 100), degree=3, factors=(0.6, 1.0, 1.4, 2.0), num_sets=2, starts_per_set=100)
     else:
         dims = tuple(int(d) for d in args.dims.split(","))
-        b, kh = part_b(key, dims=dims, degree=3, factors=(0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.1),
-                       num_sets=args.sets, starts_per_set=args.starts)
+        b, kh = part_b(
+            key,
+            dims=dims,
+            degree=3,
+            factors=(0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.1),
+            num_sets=args.sets,
+            starts_per_set=args.starts,
+        )
     results.update(part_b=b, k_half=kh)
     save_json(out / f"{name}.json", results, argv=argv)
     plot_k_half(kh, out / f"{name}_k_half.png")

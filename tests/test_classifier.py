@@ -38,8 +38,9 @@ def test_n30_full_size_is_finite_in_float32():
 
 
 def test_duality_gap_shrinks_as_eps_goes_to_zero():
-    model = DenseAMClassifier(num_memories=40, num_visible=20, num_classes=5, degree=3, init_mean=0.0,
-                              key=jax.random.key(2))
+    model = DenseAMClassifier(
+        num_memories=40, num_visible=20, num_classes=5, degree=3, init_mean=0.0, key=jax.random.key(2)
+    )
     image = jax.random.uniform(jax.random.key(3), (20,), minval=-1, maxval=1) * 0.3
     dual = dual_outputs(model, image)
     gaps = []
