@@ -56,9 +56,13 @@ class DenseAMClassifier(eqx.Module):
     def num_visible(self) -> int:
         return self.memories.shape[1] - self.num_classes
 
+    def split_memories(self) -> tuple[Float[Array, "K N"], Float[Array, "K C"]]:
+        """The memories' visible part (K, N) and class part (K, C)."""
+        return self.memories[:, : self.num_visible], self.memories[:, self.num_visible :]
+
     def scores(self, image: Float[Array, " N"], *, temperature: float, eps: float = 1.0) -> Float[Array, " C"]:
         """beta * sum_mu [F(xi . V_alpha) - F(xi . U)] with beta = 1 / T^n (before tanh)."""
-        visible, classes = self.memories[:, : self.num_visible], self.memories[:, self.num_visible :]
+        visible, classes = self.split_memories()
         base = visible @ image - eps * jnp.sum(classes, axis=-1)  # xi . U, shape (K,)
         n = self.degree
         on = (jax.nn.relu(base[:, None] + 2 * eps * classes) / temperature) ** n  # (K, C)
@@ -74,7 +78,7 @@ def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[A
     """The dual one-hidden-layer network (eq. 10; A9): c_alpha = tanh( sum_mu xi^mu_alpha
     f(xi^mu_v . v) ), f = F' = n relu(x)^(n-1). It is the eps -> 0 limit of the classifier with
     classes started at -eps and beta = 1 / (2 eps)."""
-    visible, classes = model.memories[:, : model.num_visible], model.memories[:, model.num_visible :]
+    visible, classes = model.split_memories()
     hidden = model.degree * jax.nn.relu(visible @ image) ** (model.degree - 1)
     return jnp.tanh(hidden @ classes)
 
