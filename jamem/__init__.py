@@ -2,6 +2,8 @@
 
 from . import capacity as capacity
 from . import energies as energies
+from . import lagrangians as lagrangians
+from . import random_features as random_features
 from . import separation as separation
 from .dynamics import AbstractSolver as AbstractSolver
 from .dynamics import AsyncBinary as AsyncBinary
@@ -14,6 +16,9 @@ from .energies import DenseEnergy as DenseEnergy
 from .energies import GaussianKernelEnergy as GaussianKernelEnergy
 from .energies import LogSumExpEnergy as LogSumExpEnergy
 from .energies import LogSumReLUEnergy as LogSumReLUEnergy
+from .lagrangians import AbstractLagrangian as AbstractLagrangian
+from .lagrangians import legendre_energy as legendre_energy
+from .random_features import RandomFeatureMemory as RandomFeatureMemory
 from .separation import AbstractSeparation as AbstractSeparation
 from .separation import CustomSeparation as CustomSeparation
 from .separation import Exponential as Exponential

@@ -1,4 +1,4 @@
-"""The `jamem` command: `jamem capacity ...`, `jamem xor`."""
+"""The `jamem` command: `jamem mnist ...`, `jamem capacity ...`, `jamem xor`."""
 
 from __future__ import annotations
 
@@ -88,9 +88,69 @@ def _xor(args) -> int:
     return 0
 
 
+def _mnist(args) -> int:
+    from . import mnist
+
+    overrides = {
+        key: value
+        for key, value in dict(
+            epochs=args.epochs,
+            num_memories=args.memories,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            temperature_ramp_epochs=args.ramp_epochs,
+            seed=args.seed,
+        ).items()
+        if value is not None
+    }
+    if args.quick:  # a few minutes on a 2-core CPU: fewer memories, a faster step and ramp
+        overrides = {"epochs": 10, "num_memories": 400, "learning_rate": 0.1, "temperature_ramp_epochs": 5, **overrides}
+    summary = mnist.run(
+        degree=args.n,
+        dataset=args.dataset,
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        validation=args.validation,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+        **overrides,
+    )
+    split = summary["eval_split"]
+    print(
+        f"{args.dataset}, n = {args.n}, K = {summary['config']['num_memories']}, {summary['epochs_run']} epochs: "
+        f"{split} error {100 * summary['final_error']:.2f}%"
+    )
+    print(
+        f"memories voting for one class: {100 * summary['fraction_of_memories_voting_for_one_class']:.1f}%; "
+        f"results in {args.out}/"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamem", description="Dense Associative Memory in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("mnist", help="train the DenseAM classifier of Krotov & Hopfield 2016 on MNIST")
+    p.add_argument("--n", type=int, choices=[2, 3, 20, 30], default=3, help="degree of F (a preset of the paper)")
+    p.add_argument("--dataset", choices=["mnist", "fashion_mnist"], default="mnist")
+    p.add_argument("--epochs", type=int, help="default: the preset's 300")
+    p.add_argument("--memories", type=int, help="K (default 2000)")
+    p.add_argument("--batch-size", type=int, help="minibatch (default 1000)")
+    p.add_argument("--learning-rate", type=float, help="eps0 of A11 (preset default)")
+    p.add_argument("--ramp-epochs", type=int, help="epochs of the temperature ramp (default 200)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quick", action="store_true", help="K = 400, 10 epochs, faster schedule: minutes on a CPU")
+    p.add_argument("--train-size", type=int, help="use the first images of the training set only")
+    p.add_argument("--validation", action="store_true", help="report on a 50k/10k split of the training set")
+    p.add_argument("--data-dir", help="folder with mnist/ and fashion_mnist/ IDX files (else JAMEM_DATA_DIR)")
+    p.add_argument("--out", default="results/mnist", help="folder for the JSON, checkpoint and plots")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_mnist)
 
     p = sub.add_parser("capacity", help="retrieval trials over a grid of (N, K, n, F), vmap-batched")
     p.add_argument("--dims", type=_ints, default=[100], help="N values, comma-separated (default 100)")

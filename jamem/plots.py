@@ -75,3 +75,46 @@ def plot_trajectory(energies, path=None, *, ax=None, label=None):
     if own and path is not None:
         return _save(fig, path)
     return ax
+
+
+def plot_error_curves(histories: dict[str, list[dict]], path, *, mark: float = 0.02) -> Path:
+    """Test error (%) against epoch for each run (Fig. 1B style), with the `mark` level drawn."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, rows in histories.items():
+        points = [(r["epoch"], 100 * r["test_error"]) for r in rows if r.get("test_error") is not None]
+        if points:
+            ax.plot(*zip(*points), label=label)
+    ax.axhline(100 * mark, color="grey", ls="--", lw=0.8)
+    ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_memory_grid(memories, path, *, rows: int = 10, cols: int = 10, title: str | None = None) -> Path:
+    """The first rows*cols memories' visible parts as 28x28 images (Fig. 2 style), colour in [-1, 1]."""
+    plt = _pyplot()
+    memories = np.asarray(memories)[: rows * cols, :784]
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8))
+    for ax, memory in zip(np.ravel(axes), memories):
+        ax.imshow(memory.reshape(28, 28), cmap="bwr", vmin=-1, vmax=1)
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_prototype_stats(stats: dict[str, dict], path) -> Path:
+    """A15: classes per memory and second/largest contribution ratio, one row per model."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(stats), 2, figsize=(8, 2.2 * len(stats)), squeeze=False)
+    for (label, s), (left, right) in zip(stats.items(), axes):
+        counts = np.asarray(s["classes_per_memory_histogram"])
+        left.bar(np.arange(len(counts)), counts / max(counts.sum(), 1))
+        left.set(xlabel="classes a memory votes for", ylabel="fraction", title=label)
+        right.hist(np.asarray(s["second_ratio"]), bins=40, range=(0, 1))
+        right.axvline(0.9, color="grey", ls="--", lw=0.8)
+        right.set(xlabel="2nd largest / largest contribution", ylabel="images", title=label)
+    fig.tight_layout()
+    return _save(fig, path)

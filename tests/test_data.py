@@ -13,11 +13,6 @@ SHARED = Path(os.environ.get("JAMEM_DATA_DIR", Path(__file__).resolve().parents[
 needs_data = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="offline MNIST files not found")
 
 
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("jamem_cache")
-
-
 @needs_data
 def test_mnist_loads_real_data(cache):
     x, y = data.load("mnist", split="test", data_dir=SHARED, cache_dir=cache)

@@ -14,12 +14,16 @@ for n = 30.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_degree, check_positive
+
+ScalarLike = float | int | Float[Array, ""]
 
 
 class DenseAMClassifier(eqx.Module):
@@ -60,18 +64,56 @@ class DenseAMClassifier(eqx.Module):
         """The memories' visible part (K, N) and class part (K, C)."""
         return self.memories[:, : self.num_visible], self.memories[:, self.num_visible :]
 
-    def scores(self, image: Float[Array, " N"], *, temperature: float, eps: float = 1.0) -> Float[Array, " C"]:
+    def scores(
+        self, image: Float[Array, " N"], *, temperature: ScalarLike, eps: ScalarLike = 1.0
+    ) -> Float[Array, " C"]:
         """beta * sum_mu [F(xi . V_alpha) - F(xi . U)] with beta = 1 / T^n (before tanh)."""
-        visible, classes = self.split_memories()
-        base = visible @ image - eps * jnp.sum(classes, axis=-1)  # xi . U, shape (K,)
-        n = self.degree
-        on = (jax.nn.relu(base[:, None] + 2 * eps * classes) / temperature) ** n  # (K, C)
-        off = (jax.nn.relu(base) / temperature) ** n
-        return jnp.sum(on - off[:, None], axis=0)
+        return self.batch_scores(image[None], temperature=temperature, eps=eps)[0]
 
-    def __call__(self, image: Float[Array, " N"], *, temperature: float, eps: float = 1.0) -> Float[Array, " C"]:
+    def batch_scores(
+        self, images: Float[Array, "B N"], *, temperature: ScalarLike, eps: ScalarLike = 1.0
+    ) -> Float[Array, "B C"]:
+        """`scores` for a batch: one (B, N) x (N, K) matmul and a hand-written gradient for the
+        (B, C, K) class gaps, about 3x faster on CPU than differentiating `jax.vmap(scores)`."""
+        visible, classes = self.split_memories()
+        base = (images @ visible.T - eps * jnp.sum(classes, axis=-1)[None, :]) / temperature  # xi . U / T, (B, K)
+        return rectified_power_gaps(base, (2 * eps / temperature) * classes.T, self.degree)
+
+    def __call__(
+        self, image: Float[Array, " N"], *, temperature: ScalarLike, eps: ScalarLike = 1.0
+    ) -> Float[Array, " C"]:
         """The outputs c in (-1, 1)^C; the prediction is their argmax."""
         return jnp.tanh(self.scores(image, temperature=temperature, eps=eps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def rectified_power_gaps(base: Float[Array, "B K"], shift: Float[Array, "C K"], degree: int) -> Float[Array, "B C"]:
+    """sum_k [relu(base_bk + shift_ck)^n - relu(base_bk)^n], the class gaps of A8 (n = degree).
+
+    Each term is differenced before the sum so that large n keeps its precision in float32.
+    """
+    on = jax.nn.relu(base[:, None, :] + shift[None]) ** degree
+    return jnp.sum(on - (jax.nn.relu(base) ** degree)[:, None, :], axis=-1)
+
+
+def _gaps_forward(base, shift, degree):
+    return rectified_power_gaps(base, shift, degree), (base, shift)
+
+
+def _gaps_backward(degree, residuals, cotangent):
+    # d/dx relu(x)^n = n relu(x)^(n-1). One (B, K) slab per class: XLA fuses each slab's
+    # elementwise work with both of its reductions, about 2x faster than (B, C, K) einsums.
+    base, shift = residuals
+    d_base = -jnp.sum(cotangent, axis=-1)[:, None] * degree * jax.nn.relu(base) ** (degree - 1)
+    d_shift = []
+    for c in range(shift.shape[0]):
+        weighted = cotangent[:, c, None] * (degree * jax.nn.relu(base + shift[c][None, :]) ** (degree - 1))
+        d_base = d_base + weighted
+        d_shift.append(jnp.sum(weighted, axis=0))
+    return d_base, jnp.stack(d_shift)
+
+
+rectified_power_gaps.defvjp(_gaps_forward, _gaps_backward)
 
 
 def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[Array, " C"]:

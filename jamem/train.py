@@ -1,0 +1,354 @@
+"""Training DenseAM classifiers (Krotov & Hopfield 2016, App. A; A10-A13), data-parallel and resumable.
+
+`train_epoch` is one jit-compiled epoch: a keyed shuffle, then `lax.scan` over minibatches, each
+split over all local devices along the batch axis with `jax.sharding` (parameters replicated, the
+gradient all-reduce inserted by XLA). `fit` loops over epochs with a progress bar, evaluates, logs
+metrics to JSON and writes atomic checkpoints from which a killed run resumes bit-for-bit: every
+epoch's shuffle key is `fold_in(key, epoch)`, so a resumed run replays the same minibatches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ._checks import check_degree, check_positive
+from .models.classifier import DenseAMClassifier, power_loss
+from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one run (defaults: the paper's n = 3 window, A11-A12)."""
+
+    degree: int = 3
+    num_memories: int = 2000
+    epochs: int = 300
+    batch_size: int = 1000
+    loss: str = "power"  # "power" (A10) or "cross_entropy"
+    loss_power: int = 3  # m in (c - t)^(2m)
+    learning_rate: float = 0.04
+    learning_rate_decay: float = 0.998
+    momentum: float = 0.9
+    temperature_initial: float = 300.0
+    temperature_final: float = 60.0
+    temperature_ramp_epochs: int = 200
+    init_mean: float = -0.3
+    init_std: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self):
+        check_degree(self.degree)
+        check_degree(self.num_memories, name="num_memories")
+        check_degree(self.epochs, name="epochs")
+        check_degree(self.batch_size, name="batch_size")
+        check_degree(self.loss_power, name="loss_power")
+        check_positive(self.learning_rate, name="learning_rate")
+        if self.loss not in ("power", "cross_entropy"):
+            raise ValueError(f"`loss` must be 'power' or 'cross_entropy', got {self.loss!r}.")
+
+    def temperature(self) -> TemperatureRamp:
+        return TemperatureRamp(self.temperature_initial, self.temperature_final, self.temperature_ramp_epochs)
+
+
+# The paper's ranges (A10-A12): small n ramp T and use m ~ 2-4; large n keep T in [500, 700], m ~ 30.
+PRESETS: dict[int, dict] = {
+    2: dict(degree=2, loss_power=2, temperature_initial=350.0, temperature_final=60.0, learning_rate=0.04),
+    3: dict(degree=3, loss_power=3, temperature_initial=300.0, temperature_final=60.0, learning_rate=0.04),
+    20: dict(degree=20, loss_power=30, temperature_initial=550.0, temperature_final=550.0, learning_rate=0.01),
+    30: dict(degree=30, loss_power=30, temperature_initial=650.0, temperature_final=650.0, learning_rate=0.01),
+}
+
+
+def preset(degree: int, **overrides) -> TrainConfig:
+    """The paper-range configuration for n in PRESETS, with `overrides` applied."""
+    if degree not in PRESETS:
+        raise ValueError(f"`degree` has presets for {sorted(PRESETS)}, got {degree}; pass a TrainConfig instead.")
+    return TrainConfig(**{**PRESETS[degree], **overrides})
+
+
+def batch_loss(
+    model: DenseAMClassifier,
+    images: Float[Array, "B N"],
+    labels: Int[Array, " B"],
+    *,
+    temperature,
+    loss: str = "power",
+    loss_power: int = 3,
+) -> tuple[Float[Array, ""], Float[Array, "B C"]]:
+    """Summed loss over the batch (A10: sum (c - t)^(2m)) and the scores (for the error count)."""
+    scores = model.batch_scores(images, temperature=temperature)
+    if loss == "power":
+        value = jnp.sum(jax.vmap(lambda c, t: power_loss(c, t, power=loss_power))(jnp.tanh(scores), labels))
+    else:
+        value = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(scores, labels))
+    return value, scores
+
+
+def data_sharding(*, axis: int = 0, ndim: int = 2) -> NamedSharding:
+    """Split axis `axis` of an ndim-array over all local devices (a 1-D mesh named "data")."""
+    mesh = jax.make_mesh((jax.local_device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    spec = [None] * ndim
+    spec[axis] = "data"
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+
+@eqx.filter_jit
+def train_epoch(
+    model: DenseAMClassifier,
+    opt_state: optax.OptState,
+    images: Float[Array, "P N"],
+    labels: Int[Array, " P"],
+    *,
+    key: PRNGKeyArray,
+    temperature,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    loss: str = "power",
+    loss_power: int = 3,
+):
+    """One epoch: shuffle with `key`, then one optimiser step per minibatch of `batch_size`.
+
+    The last incomplete minibatch is dropped. Returns (model, opt_state, mean loss per image,
+    training error of the minibatches as they were seen).
+    """
+    num_batches = images.shape[0] // batch_size
+    order = jax.random.permutation(key, images.shape[0])[: num_batches * batch_size].reshape(num_batches, batch_size)
+    batches = jax.lax.with_sharding_constraint(images[order], data_sharding(axis=1, ndim=3))
+    batch_labels = jax.lax.with_sharding_constraint(labels[order], data_sharding(axis=1, ndim=2))
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def step(carry, batch):
+        params, opt_state = carry
+        x, y = batch
+
+        def objective(p):
+            return batch_loss(eqx.combine(p, static), x, y, temperature=temperature, loss=loss, loss_power=loss_power)
+
+        (value, scores), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        errors = jnp.sum(jnp.argmax(scores, axis=-1) != y)
+        return (params, opt_state), (value, errors)
+
+    (params, opt_state), (losses, errors) = jax.lax.scan(step, (params, opt_state), (batches, batch_labels))
+    seen = num_batches * batch_size
+    return eqx.combine(params, static), opt_state, jnp.sum(losses) / seen, jnp.sum(errors) / seen
+
+
+@eqx.filter_jit
+def predict(
+    model: DenseAMClassifier, images: Float[Array, "P N"], *, temperature=1.0, chunk_size: int = 1000
+) -> Int[Array, " P"]:
+    """argmax_alpha c_alpha for every image, `chunk_size` images at a time, split over devices."""
+    count = images.shape[0]
+    chunk = min(chunk_size, count)
+    padded = -(-count // chunk) * chunk
+    chunks = jnp.pad(images, ((0, padded - count), (0, 0))).reshape(padded // chunk, chunk, -1)
+    if chunk % jax.local_device_count() == 0:
+        chunks = jax.lax.with_sharding_constraint(chunks, data_sharding(axis=1, ndim=3))
+
+    def classify(x):
+        return jnp.argmax(model.batch_scores(x, temperature=temperature), axis=-1)
+
+    return jax.lax.map(classify, chunks).reshape(-1)[:count]
+
+
+def error_rate(model: DenseAMClassifier, images, labels, *, temperature=1.0) -> float:
+    """Fraction of misclassified images."""
+    return float(jnp.mean(predict(model, jnp.asarray(images), temperature=temperature) != jnp.asarray(labels)))
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, state, *, header: dict) -> Path:
+    """Write a JSON header line then the pytree's leaves (equinox serialisation), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(json.dumps(header).encode() + b"\n")
+        eqx.tree_serialise_leaves(f, state)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # readers see the old checkpoint or the new one, never half of one
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, like):
+    """(header, state) from `save_checkpoint`; `like` is a pytree of the same structure."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at `path` {path}.")
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.readline())
+            state = eqx.tree_deserialise_leaves(f, like)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"The checkpoint {path} is corrupt or from another configuration: {err}") from err
+    return header, state
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch metrics: epoch, loss, train_error, test_error (None when not evaluated), T, lr, seconds."""
+
+    rows: list[dict] = dataclasses.field(default_factory=list)
+
+    def first_epoch_below(self, error: float, *, column: str = "test_error") -> int | None:
+        for row in self.rows:
+            if row.get(column) is not None and row[column] <= error:
+                return row["epoch"]
+        return None
+
+
+def fit(
+    config: TrainConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 10,
+    resume: bool = False,
+    metrics_path: str | os.PathLike | None = None,
+    eval_every: int = 1,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[DenseAMClassifier, History]:
+    """Train a DenseAM classifier for `config.epochs` epochs; returns (model, history).
+
+    Args:
+        config: hyperparameters; `preset(n)` gives the paper's.
+        train, test: (images (P, 784) in [-1, 1], integer labels (P,)).
+        optimizer: defaults to the paper's A11 rule with the per-epoch decay; any optax
+            optimiser works (it is called with `params`).
+        checkpoint_path: where to write checkpoints every `checkpoint_every` epochs and at the end.
+        resume: continue from `checkpoint_path` if it exists (same config and data required).
+        metrics_path: JSON file rewritten after every epoch with the config and history.
+    """
+    images, labels = _check_split(train, "train")
+    if test is not None:
+        test_images, test_labels = _check_split(test, "test")
+    if images.shape[0] < config.batch_size:
+        raise ValueError(f"`train` has {images.shape[0]} images, fewer than batch_size={config.batch_size}.")
+    devices = jax.local_device_count()
+    if config.batch_size % devices:
+        raise ValueError(f"`batch_size` {config.batch_size} must be a multiple of the {devices} local devices.")
+    steps_per_epoch = images.shape[0] // config.batch_size
+    if optimizer is None:
+        schedule = epoch_decay(
+            initial=config.learning_rate, decay=config.learning_rate_decay, steps_per_epoch=steps_per_epoch
+        )
+        optimizer = dense_am_optimizer(schedule, momentum=config.momentum)
+    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
+    model = DenseAMClassifier(
+        num_memories=config.num_memories,
+        num_visible=images.shape[1],
+        num_classes=int(labels.max()) + 1 if test is None else int(max(labels.max(), test_labels.max())) + 1,
+        degree=config.degree,
+        init_mean=config.init_mean,
+        init_std=config.init_std,
+        key=init_key,
+    )
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    history, start = History(), 0
+    config_dict = dataclasses.asdict(config)
+    if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
+        header, (model, opt_state) = load_checkpoint(checkpoint_path, (model, opt_state))
+        # a run may be extended (more epochs); anything else must match
+        differ = sorted(k for k in config_dict if k != "epochs" and header["config"].get(k) != config_dict[k])
+        if differ:
+            raise ValueError(f"`resume`: the checkpoint {checkpoint_path} was written with other {', '.join(differ)}.")
+        start, history = header["epoch"], History(header["history"])
+
+    replicated = data_sharding(axis=0, ndim=1)
+    images = jax.device_put(jnp.asarray(images), NamedSharding(replicated.mesh, PartitionSpec()))
+    labels = jax.device_put(jnp.asarray(labels), NamedSharding(replicated.mesh, PartitionSpec()))
+    schedule_fn = config.temperature()
+    bar = _progress(range(start, config.epochs), total=config.epochs, initial=start, enabled=progress)
+    for epoch in bar:
+        tic = time.perf_counter()
+        temperature = schedule_fn(epoch)
+        model, opt_state, loss, train_error = train_epoch(
+            model,
+            opt_state,
+            images,
+            labels,
+            key=jax.random.fold_in(shuffle_key, epoch),
+            temperature=jnp.float32(temperature),
+            optimizer=optimizer,
+            batch_size=config.batch_size,
+            loss=config.loss,
+            loss_power=config.loss_power,
+        )
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(loss),
+            "train_error": float(train_error),
+            "test_error": None,
+            "temperature": float(temperature),
+            "learning_rate": config.learning_rate * config.learning_rate_decay**epoch,
+        }
+        last = epoch + 1 == config.epochs
+        if test is not None and ((epoch + 1) % eval_every == 0 or last):
+            row["test_error"] = error_rate(model, test_images, test_labels, temperature=temperature)
+        row["seconds"] = time.perf_counter() - tic
+        history.rows.append(row)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(train=f"{row['train_error']:.4f}", test=_fmt(row["test_error"]), T=f"{temperature:.0f}")
+        if checkpoint_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
+            header = {"epoch": epoch + 1, "config": config_dict, "history": history.rows}
+            save_checkpoint(checkpoint_path, (model, opt_state), header=header)
+        if metrics_path is not None:
+            from .provenance import save_json
+
+            save_json(metrics_path, {"config": config_dict, "history": history.rows})
+        if on_epoch is not None:
+            on_epoch(row)
+    return model, history
+
+
+def _check_split(split, name: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        images, labels = split
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be a pair (images, labels).") from err
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 2 or images.shape[0] == 0:
+        raise ValueError(f"`{name}` images must have shape (P > 0, N), got {images.shape}.")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(f"`{name}` labels must have shape ({images.shape[0]},), got {labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError(f"`{name}` labels must be non-negative integers, got dtype {labels.dtype}.")
+    if not np.issubdtype(images.dtype, np.floating) or not np.all(np.isfinite(images)):
+        raise ValueError(f"`{name}` images must be finite floats in [-1, 1].")
+    return images.astype(np.float32), labels.astype(np.int32)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _progress(iterable, *, total: int, initial: int, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, initial=initial, desc="epochs", unit="epoch")

@@ -1,0 +1,257 @@
+"""Training: the A11 optimiser, the class-gap gradient, data parallelism, checkpoints and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jamem import prototypes, train
+from jamem.models import DenseAMClassifier
+from jamem.models.classifier import rectified_power_gaps
+from jamem.optim import TemperatureRamp, dense_am_optimizer, epoch_decay, keep_params_in_box, normalize_by_row_max
+
+from conftest import SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_optimizer_matches_the_papers_update_written_out():
+    rng = np.random.default_rng(0)
+    xi = rng.uniform(-1, 1, (6, 5)).astype(np.float32)
+    grads = [rng.normal(size=(6, 5)).astype(np.float32) for _ in range(4)]
+    p, steps_per_epoch = 0.8, 2
+    schedule = epoch_decay(initial=0.3, decay=0.5, steps_per_epoch=steps_per_epoch)
+    optimizer = dense_am_optimizer(schedule, momentum=p)
+    params, state = jnp.asarray(xi), optimizer.init(jnp.asarray(xi))
+    velocity, expected = np.zeros_like(xi), xi.copy()
+    for t, g in enumerate(grads):
+        updates, state = optimizer.update(jnp.asarray(g), state, params)
+        params = optax.apply_updates(params, updates)
+        # A11: V <- p V - dC/dxi; xi <- clip(xi + eps V / max_J |V_J|, -1, 1); eps halves per epoch here
+        velocity = p * velocity - g
+        eps = 0.3 * 0.5 ** (t // steps_per_epoch)
+        expected = np.clip(expected + eps * velocity / np.abs(velocity).max(axis=1, keepdims=True), -1, 1)
+        np.testing.assert_allclose(params, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(expected).max() == 1.0  # the clip was exercised
+
+
+def test_row_normalisation_and_box():
+    u = jnp.array([[2.0, -4.0], [0.0, 0.0]])
+    normed, _ = normalize_by_row_max().update(u, optax.EmptyState())
+    np.testing.assert_allclose(normed, [[0.5, -1.0], [0.0, 0.0]])
+    boxed, _ = keep_params_in_box(lower=-1, upper=1).update(jnp.array([0.5, -3.0]), None, jnp.array([0.8, 0.0]))
+    np.testing.assert_allclose(boxed, [0.2, -1.0])
+    with pytest.raises(ValueError, match="params"):
+        keep_params_in_box().update(u, None)
+
+
+def test_temperature_ramp():
+    ramp = TemperatureRamp(300.0, 60.0, 200)
+    assert ramp(0) == 300.0 and ramp(100) == pytest.approx(180.0) and ramp(200) == 60.0 and ramp(5000) == 60.0
+    assert TemperatureRamp(550.0, 550.0, 0)(7) == 550.0
+
+
+@pytest.mark.parametrize("degree", [2, 3, 30])
+def test_class_gap_gradient_matches_autodiff(degree):
+    base = jax.random.normal(jax.random.key(0), (7, 13))
+    shift = 0.5 * jax.random.normal(jax.random.key(1), (4, 13))
+    weights = jax.random.normal(jax.random.key(2), (7, 4))
+
+    def naive(b, s):
+        return jnp.sum(jax.nn.relu(b[:, None, :] + s[None]) ** degree - jax.nn.relu(b)[:, None, :] ** degree, -1)
+
+    def objective(fn):
+        return lambda b, s: jnp.sum(weights * fn(b, s))
+
+    got = jax.grad(objective(lambda b, s: rectified_power_gaps(b, s, degree)), argnums=(0, 1))(base, shift)
+    want = jax.grad(objective(naive), argnums=(0, 1))(base, shift)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(w))))
+
+
+def test_batch_scores_equal_per_image_scores():
+    model = DenseAMClassifier(num_memories=30, num_visible=12, num_classes=3, degree=3, key=jax.random.key(0))
+    images = jax.random.uniform(jax.random.key(1), (5, 12), minval=-1, maxval=1)
+    per_image = jnp.stack([model.scores(x, temperature=3.0) for x in images])
+    np.testing.assert_allclose(model.batch_scores(images, temperature=3.0), per_image, rtol=1e-5)
+
+
+def _toy_data(count=400, dim=16, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.choice([-1.0, 1.0], size=(classes, dim))
+    labels = rng.integers(0, classes, count)
+    images = np.clip(centres[labels] + 0.6 * rng.normal(size=(count, dim)), -1, 1).astype(np.float32)
+    return images, labels.astype(np.int32)
+
+
+TOY = dict(degree=3, num_memories=20, batch_size=40, learning_rate=0.1, temperature_initial=8.0)
+TOY.update(temperature_final=4.0, temperature_ramp_epochs=3, loss_power=2)
+
+
+def test_fit_learns_toy_problem_and_logs(tmp_path):
+    images, labels = _toy_data()
+    config = train.TrainConfig(epochs=6, **TOY)
+    model, history = train.fit(
+        config,
+        (images[:300], labels[:300]),
+        (images[300:], labels[300:]),
+        metrics_path=tmp_path / "m.json",
+        progress=False,
+    )
+    assert history.rows[-1]["test_error"] < 0.1 < history.rows[0]["train_error"]
+    logged = json.loads((tmp_path / "m.json").read_text())
+    assert [r["epoch"] for r in logged["history"]] == list(range(1, 7)) and "meta" in logged
+    assert float(jnp.max(jnp.abs(model.memories))) <= 1.0
+
+
+def test_standard_optax_optimizer_and_cross_entropy():
+    images, labels = _toy_data()
+    config = train.TrainConfig(epochs=5, loss="cross_entropy", **TOY)
+    _, history = train.fit(config, (images, labels), (images, labels), optimizer=optax.adam(0.05), progress=False)
+    assert history.rows[-1]["test_error"] < 0.1
+
+
+def test_resume_in_process_equals_uninterrupted(tmp_path):
+    images, labels = _toy_data()
+    full, _ = train.fit(train.TrainConfig(epochs=5, **TOY), (images, labels), progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    train.fit(train.TrainConfig(epochs=3, **TOY), (images, labels), checkpoint_path=ckpt, progress=False)
+    resumed, history = train.fit(
+        train.TrainConfig(epochs=5, **TOY), (images, labels), checkpoint_path=ckpt, resume=True, progress=False
+    )
+    assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(resumed.memories, full.memories)
+    with pytest.raises(ValueError, match="learning_rate"):
+        train.fit(
+            train.TrainConfig(epochs=5, **{**TOY, "learning_rate": 0.2}),
+            (images, labels),
+            checkpoint_path=ckpt,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_bad_inputs(tmp_path):
+    images, labels = _toy_data()
+    config = train.TrainConfig(epochs=1, **TOY)
+    with pytest.raises(ValueError, match="`train` labels"):
+        train.fit(config, (images, labels[:-1]), progress=False)
+    with pytest.raises(ValueError, match="`train` images"):
+        train.fit(config, (images[:, :, None], labels), progress=False)
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        train.fit(config, (images[:10], labels[:10]), progress=False)
+    with pytest.raises(ValueError, match="loss"):
+        train.TrainConfig(loss="hinge")
+    with pytest.raises(ValueError, match="degree"):
+        train.preset(7)
+    corrupt = tmp_path / "bad.ckpt"
+    corrupt.write_bytes(b'{"epoch": 1}\ngarbage')
+    with pytest.raises(ValueError, match="corrupt"):
+        train.load_checkpoint(corrupt, (jnp.zeros(3),))
+    with pytest.raises(FileNotFoundError, match="path"):
+        train.load_checkpoint(tmp_path / "none.ckpt", (jnp.zeros(3),))
+
+
+def test_prototype_statistics_on_a_constructed_model():
+    model = DenseAMClassifier(num_memories=3, num_visible=4, num_classes=3, degree=2, key=jax.random.key(0))
+    classes = jnp.array([[1.0, -1.0, -1.0], [0.5, 0.5, -1.0], [0.2, 0.3, 0.4]])
+    visible = jnp.array([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0]])
+    model = eqx.tree_at(lambda m: m.memories, model, jnp.concatenate([visible, classes], 1))
+    np.testing.assert_array_equal(prototypes.classes_per_memory(model), [1, 2, 3])
+    image = jnp.ones((1, 4))
+    # class 0 wins; memories 0 and 1 both push it (xi . U = 4 + 1 and 4 + 0), memory 2 is off
+    ratio = prototypes.second_contribution_ratio(model, image, temperature=1.0)
+    on0, off0 = (4 + 1 + 2) ** 2, (4 + 1) ** 2
+    on1, off1 = (4 + 0 + 1) ** 2, (4 + 0) ** 2
+    np.testing.assert_allclose(ratio, [(on1 - off1) / (on0 - off0)], rtol=1e-6)
+
+
+_PARALLEL_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np, jax
+    sys.path.insert(0, "tests")
+    from jamem import train
+    from test_train import TOY, _toy_data
+    images, labels = _toy_data()
+    model, history = train.fit(train.TrainConfig(epochs=3, **TOY), (images, labels), (images, labels), progress=False)
+    assert jax.local_device_count() == int(sys.argv[2]), jax.devices()
+    np.save(sys.argv[1], np.asarray(model.memories))
+    """
+)
+
+
+def test_data_parallel_on_four_cpu_devices_equals_one(tmp_path):
+    outputs = {}
+    for devices in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+        out = tmp_path / f"d{devices}.npy"
+        subprocess.run(
+            [sys.executable, "-c", _PARALLEL_SCRIPT, str(out), str(devices)], cwd=REPO, env=env, check=True, timeout=300
+        )
+        outputs[devices] = np.load(out)
+    # the same sums in another order: equal up to float32 rounding, carried through 30 steps
+    np.testing.assert_allclose(outputs[4], outputs[1], atol=2e-4)
+
+
+@pytest.fixture
+def subset_args():
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip("offline MNIST files not found")
+    return [
+        "mnist", "--n", "3", "--memories", "40", "--batch-size", "200", "--train-size", "2000", "--epochs", "12",
+        "--learning-rate", "0.1", "--ramp-epochs", "5", "--checkpoint-every", "1", "--no-progress",
+        "--data-dir", str(SHARED_DATA),
+    ]  # fmt: skip
+
+
+def _jamem(args, env, **kw):
+    return subprocess.Popen([sys.executable, "-m", "jamem.cli", *args], cwd=REPO, env=env, **kw)
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path, subset_args, mnist, cache):
+    env = {**os.environ, "JAMEM_CACHE_DIR": str(cache)}
+    killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
+    proc = _jamem([*subset_args, "--out", str(killed_dir)], env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoint = killed_dir / "mnist_n3.ckpt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoint.is_file() and json.loads(checkpoint.open("rb").readline())["epoch"] >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    stopped_at = json.loads(checkpoint.open("rb").readline())["epoch"]
+    assert 2 <= stopped_at < 12
+    assert _jamem([*subset_args, "--out", str(killed_dir), "--resume"], env).wait() == 0
+    assert _jamem([*subset_args, "--out", str(full_dir)], env).wait() == 0
+
+    like = (DenseAMClassifier(num_memories=40, key=jax.random.key(0)),)
+    schedule = epoch_decay(initial=0.1, decay=0.998, steps_per_epoch=10)
+    like = (like[0], dense_am_optimizer(schedule).init(eqx.filter(like[0], eqx.is_array)))
+    header_a, (model_a, state_a) = train.load_checkpoint(checkpoint, like)
+    header_b, (model_b, state_b) = train.load_checkpoint(full_dir / "mnist_n3.ckpt", like)
+    assert header_a["epoch"] == header_b["epoch"] == 12
+    np.testing.assert_array_equal(model_a.memories, model_b.memories)
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(a, b)
+    assert [r["train_error"] for r in header_a["history"]] == [r["train_error"] for r in header_b["history"]]
+
+
+def test_short_real_mnist_run_is_below_ten_percent(mnist):
+    (images, labels), (test_images, test_labels) = mnist
+    config = train.preset(3, num_memories=200, epochs=8, batch_size=500, learning_rate=0.2, temperature_ramp_epochs=4)
+    model, history = train.fit(config, (images[:10000], labels[:10000]), (test_images, test_labels), progress=False)
+    assert history.rows[-1]["test_error"] < 0.10
+    assert history.rows[-1]["test_error"] < history.rows[0]["test_error"]
