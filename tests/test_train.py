@@ -15,13 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import SHARED_DATA
 
 from jamem import prototypes, train
 from jamem.models import DenseAMClassifier
 from jamem.models.classifier import rectified_power_gaps
 from jamem.optim import TemperatureRamp, dense_am_optimizer, epoch_decay, keep_params_in_box, normalize_by_row_max
-
-from conftest import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 
