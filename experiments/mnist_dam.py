@@ -1,0 +1,81 @@
+"""The MNIST classifiers of Krotov & Hopfield 2016 (A8-A15) for several n, side by side.
+
+    python experiments/mnist_dam.py --degrees 2,3,20,30 --memories 400 --epochs 40 --out results/mnist_k400
+    python experiments/mnist_dam.py --aggregate-only --out results/mnist_cpu     # plots from finished runs
+
+Each degree is one `jamem mnist` run (`jamem.mnist.run`, resumable, its own JSON, checkpoint and
+memory grid); then `<out>/summary.json`, `<out>/error_curves.png` (Fig. 1B style) and
+`<out>/prototype_stats.png` (A15) compare them. All degrees share every setting but n and the
+preset's temperature and loss power.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from jamem import mnist, plots
+from jamem.provenance import save_json
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--degrees", default="2,3,20,30")
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--memories", type=int, default=2000)
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--learning-rate", type=float, default=None, help="default: each preset's")
+    parser.add_argument("--ramp-epochs", type=int, default=200)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results/mnist")
+    parser.add_argument("--aggregate-only", action="store_true", help="only combine the runs already in --out")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    degrees = [int(d) for d in args.degrees.split(",")]
+    out = Path(args.out)
+    if not args.aggregate_only:
+        for degree in degrees:
+            overrides = dict(num_memories=args.memories, epochs=args.epochs, temperature_ramp_epochs=args.ramp_epochs)
+            if args.learning_rate is not None:
+                overrides["learning_rate"] = args.learning_rate
+            mnist.run(
+                degree=degree, dataset=args.dataset, out_dir=out, data_dir=args.data_dir, resume=True,
+                progress=not args.no_progress, **overrides,
+            )  # fmt: skip
+    runs = {}
+    for degree in degrees:
+        path = out / f"{args.dataset}_n{degree}.json"
+        if path.is_file():
+            runs[f"n = {degree}"] = json.loads(path.read_text())
+    if not runs:
+        raise SystemExit(f"no runs found in {out}")
+    plots.plot_error_curves({k: r["history"] for k, r in runs.items()}, out / "error_curves.png")
+    analysed = {k: r for k, r in runs.items() if "second_ratio" in r}
+    if analysed:
+        plots.plot_prototype_stats(analysed, out / "prototype_stats.png")
+    table = []
+    for label, r in runs.items():
+        errors = [row["test_error"] for row in r["history"] if row.get("test_error") is not None]
+        table.append(
+            {
+                "model": label,
+                "epochs_run": len(r["history"]),
+                "final_error": errors[-1] if errors else None,
+                "best_error": min(errors) if errors else None,
+                "first_epoch_at_or_below_2pct": next(
+                    (row["epoch"] for row in r["history"] if (row.get("test_error") or 1) <= 0.02), None
+                ),
+                "first_epoch_at_or_below_3pct": next(
+                    (row["epoch"] for row in r["history"] if (row.get("test_error") or 1) <= 0.03), None
+                ),
+                "fraction_of_memories_voting_for_one_class": r.get("fraction_of_memories_voting_for_one_class"),
+                "images_with_second_ratio_below_0.9": r.get("images_with_second_ratio_below_0.9"),
+            }
+        )
+        print(table[-1])
+    save_json(out / "summary.json", {"dataset": args.dataset, "runs": table})
+
+
+if __name__ == "__main__":
+    main()
