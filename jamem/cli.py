@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("mnist", help="train the DenseAM classifier of Krotov & Hopfield 2016 on MNIST")
-    p.add_argument("--n", type=int, choices=[2, 3, 20, 30], default=3, help="degree of F (a preset of the paper)")
+    p.add_argument("--n", type=int, choices=[2, 3, 8, 20, 30], default=3, help="degree of F (a preset of the paper)")
     p.add_argument("--dataset", choices=["mnist", "fashion_mnist"], default="mnist")
     p.add_argument("--epochs", type=int, help="default: the preset's 300")
     p.add_argument("--memories", type=int, help="K (default 2000)")

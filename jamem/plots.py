@@ -118,3 +118,60 @@ def plot_prototype_stats(stats: dict[str, dict], path) -> Path:
         right.set(xlabel="2nd largest / largest contribution", ylabel="images", title=label)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_transfer_matrix(matrix, path):
+    plt = _pyplot()
+    names = list(matrix)
+    cols = list(next(iter(matrix.values())))
+    values = np.array([[matrix[r][c] for c in cols] for r in names])
+    fig, ax = plt.subplots(figsize=(1 + 1.1 * len(cols), 1 + 0.8 * len(names)))
+    ax.imshow(values, cmap="viridis", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(cols)):
+            ax.text(
+                j, i, f"{100 * values[i, j]:.0f}%", ha="center", va="center", color="w" if values[i, j] < 0.6 else "k"
+            )
+    ax.set(xticks=range(len(cols)), xticklabels=cols, yticks=range(len(names)), yticklabels=names)
+    ax.set(xlabel="evaluated on", ylabel="made on", title="adversarial images misclassified")
+    return _save(fig, path)
+
+
+def plot_robust_accuracy(epsilons, robust, path):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, acc in robust.items():
+        ax.plot(epsilons, acc, marker="o", label=name)
+    ax.set(xlabel="L-inf epsilon (pixels in [-1, 1])", ylabel="PGD robust accuracy")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_adversarial_examples(examples, path):
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(examples), 12, figsize=(12, 1.15 * len(examples)), squeeze=False)
+    for row, (name, (orig, advx, pred)) in zip(axes, examples.items()):
+        for i in range(4):
+            for j, (img, cmap) in enumerate([(orig, "gray"), (advx, "gray"), (advx - orig, "bwr")]):
+                ax = row[3 * i + j]
+                if i < len(orig):
+                    lim = (-1, 1)
+                    ax.imshow(img[i].reshape(28, 28), cmap=cmap, vmin=lim[0], vmax=lim[1])
+                    if j == 1:
+                        ax.set_title(f"-> {int(pred[i])}", fontsize=7)
+                ax.axis("off")
+        row[0].text(-0.5, 0.5, name, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle("original / adversarial / difference", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_rubbish_images(images, path):
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(images), 10, figsize=(10, 1.1 * len(images)), squeeze=False)
+    for row, (name, imgs) in zip(axes, images.items()):
+        for c in range(10):
+            row[c].imshow(imgs[2 * c].reshape(28, 28), cmap="gray", vmin=-1, vmax=1)
+            row[c].axis("off")
+        row[0].text(-0.5, 0.5, name, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle("descent from noise toward classes 0-9", fontsize=9)
+    return _save(fig, path)

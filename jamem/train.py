@@ -64,9 +64,11 @@ class TrainConfig:
 
 
 # The paper's ranges (A10-A12): small n ramp T and use m ~ 2-4; large n keep T in [500, 700], m ~ 30.
+# n = 8 (used by the 2017 robustness paper, B3) sits between: constant T = 400, m = 10 (our choice).
 PRESETS: dict[int, dict] = {
     2: dict(degree=2, loss_power=2, temperature_initial=350.0, temperature_final=60.0, learning_rate=0.04),
     3: dict(degree=3, loss_power=3, temperature_initial=300.0, temperature_final=60.0, learning_rate=0.04),
+    8: dict(degree=8, loss_power=10, temperature_initial=400.0, temperature_final=400.0, learning_rate=0.02),
     20: dict(degree=20, loss_power=30, temperature_initial=550.0, temperature_final=550.0, learning_rate=0.01),
     30: dict(degree=30, loss_power=30, temperature_initial=650.0, temperature_final=650.0, learning_rate=0.01),
 }
@@ -202,6 +204,46 @@ def load_checkpoint(path: str | os.PathLike, like):
     return header, state
 
 
+def initial_state(
+    config: TrainConfig,
+    *,
+    num_visible: int = 784,
+    num_classes: int = 10,
+    steps_per_epoch: int = 60,
+    optimizer: optax.GradientTransformation | None = None,
+):
+    """(model, optimizer, opt_state) at epoch 0: the model from `config.seed`, the A11 optimiser
+    with the per-epoch decay unless `optimizer` is given."""
+    if optimizer is None:
+        schedule = epoch_decay(
+            initial=config.learning_rate, decay=config.learning_rate_decay, steps_per_epoch=steps_per_epoch
+        )
+        optimizer = dense_am_optimizer(schedule, momentum=config.momentum)
+    model = DenseAMClassifier(
+        num_memories=config.num_memories,
+        num_visible=num_visible,
+        num_classes=num_classes,
+        degree=config.degree,
+        init_mean=config.init_mean,
+        init_std=config.init_std,
+        key=jax.random.split(jax.random.key(config.seed))[0],
+    )
+    return model, optimizer, optimizer.init(eqx.filter(model, eqx.is_array))
+
+
+def load_trained(path: str | os.PathLike, *, num_visible: int = 784, num_classes: int = 10):
+    """(model, config, history) from a checkpoint written by `fit` with its default optimiser."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at `path` {path}.")
+    with open(path, "rb") as f:
+        header = json.loads(f.readline())
+    config = TrainConfig(**header["config"])
+    model, _, opt_state = initial_state(config, num_visible=num_visible, num_classes=num_classes)
+    header, (model, _) = load_checkpoint(path, (model, opt_state))
+    return model, config, History(header["history"])
+
+
 # -- the loop ------------------------------------------------------------------------------------
 
 
@@ -252,22 +294,15 @@ def fit(
     if config.batch_size % devices:
         raise ValueError(f"`batch_size` {config.batch_size} must be a multiple of the {devices} local devices.")
     steps_per_epoch = images.shape[0] // config.batch_size
-    if optimizer is None:
-        schedule = epoch_decay(
-            initial=config.learning_rate, decay=config.learning_rate_decay, steps_per_epoch=steps_per_epoch
-        )
-        optimizer = dense_am_optimizer(schedule, momentum=config.momentum)
-    init_key, shuffle_key = jax.random.split(jax.random.key(config.seed))
-    model = DenseAMClassifier(
-        num_memories=config.num_memories,
+    num_classes = int(labels.max()) + 1 if test is None else int(max(labels.max(), test_labels.max())) + 1
+    model, optimizer, opt_state = initial_state(
+        config,
         num_visible=images.shape[1],
-        num_classes=int(labels.max()) + 1 if test is None else int(max(labels.max(), test_labels.max())) + 1,
-        degree=config.degree,
-        init_mean=config.init_mean,
-        init_std=config.init_std,
-        key=init_key,
+        num_classes=num_classes,
+        steps_per_epoch=steps_per_epoch,
+        optimizer=optimizer,
     )
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    shuffle_key = jax.random.split(jax.random.key(config.seed))[1]
     history, start = History(), 0
     config_dict = dataclasses.asdict(config)
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
@@ -352,3 +387,54 @@ def _progress(iterable, *, total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, initial=initial, desc="epochs", unit="epoch")
+
+
+# -- any model with `batch_logits`: softmax cross-entropy with an optax optimiser ------------------
+
+
+@eqx.filter_jit
+def _softmax_epoch(model, opt_state, images, labels, key, optimizer, batch_size):
+    num_batches = images.shape[0] // batch_size
+    order = jax.random.permutation(key, images.shape[0])[: num_batches * batch_size].reshape(num_batches, batch_size)
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def step(carry, idx):
+        params, opt_state = carry
+
+        def objective(p):
+            logits = eqx.combine(p, static).batch_logits(images[idx])
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels[idx]))
+
+        value, grads = jax.value_and_grad(objective)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), value
+
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), order)
+    return eqx.combine(params, static), opt_state, jnp.mean(losses)
+
+
+def fit_softmax(
+    model,
+    train: tuple[np.ndarray, np.ndarray],
+    *,
+    epochs: int,
+    optimizer: optax.GradientTransformation,
+    batch_size: int = 100,
+    key: PRNGKeyArray,
+    progress: bool = True,
+):
+    """Train any equinox model with `batch_logits(images) -> (B, C)` on softmax cross-entropy
+    (e.g. the ReLU MLP baseline); returns (model, per-epoch mean losses)."""
+    images, labels = _check_split(train, "train")
+    check_degree(epochs, name="epochs")
+    if images.shape[0] < batch_size:
+        raise ValueError(f"`train` has {images.shape[0]} images, fewer than batch_size={batch_size}.")
+    images, labels = jnp.asarray(images), jnp.asarray(labels)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    losses = []
+    for epoch in _progress(range(epochs), total=epochs, initial=0, enabled=progress):
+        model, opt_state, loss = _softmax_epoch(
+            model, opt_state, images, labels, jax.random.fold_in(key, epoch), optimizer, batch_size
+        )
+        losses.append(float(loss))
+    return model, losses

@@ -130,3 +130,17 @@ def power_loss(outputs: Float[Array, " C"], label, *, power: int = 2) -> Float[A
     m = check_degree(power, name="power")
     targets = 2.0 * jax.nn.one_hot(label, outputs.shape[-1]) - 1.0
     return jnp.sum((outputs - targets) ** (2 * m))
+
+
+def log_power_loss(scores: Float[Array, " C"], label, *, power: int = 2) -> Float[Array, ""]:
+    """log of `power_loss(tanh(scores), label)`, computed from the scores without underflow.
+
+    |c - t| is 1 - tanh(s) = 2 sigmoid(-2s) for t = +1 and 1 + tanh(s) = 2 sigmoid(2s) for t = -1,
+    so log C = logsumexp_alpha 2m log|c_alpha - t_alpha|. Its gradient points where the loss's does,
+    but stays representable when tanh saturates in float32 (where the loss's own gradient is 0):
+    input-gradient attacks on a confident DenseAM need it.
+    """
+    m = check_degree(power, name="power")
+    signs = 2.0 * jax.nn.one_hot(label, scores.shape[-1]) - 1.0  # t
+    log_gaps = jnp.log(2.0) + jax.nn.log_sigmoid(-2.0 * signs * scores)
+    return jax.nn.logsumexp(2 * m * log_gaps)

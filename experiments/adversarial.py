@@ -1,0 +1,155 @@
+"""Adversarial robustness of DenseAM classifiers across n (Krotov & Hopfield 2017; B1-B3).
+
+    python experiments/adversarial.py --models results/mnist_k400 --degrees 2,3,8,20,30
+
+Loads the trained classifiers `<models>/mnist_n<n>.ckpt` (from `experiments/mnist_dam.py` or
+`jamem mnist`), trains the ReLU MLP baseline, then:
+- the paper's attack (B1, untargeted, until the label flips) on test images each generating model
+  classifies correctly; the transfer matrix of misclassification rates (B3) as JSON and heatmap;
+- PGD robust accuracy against epsilon for every model;
+- original / adversarial / difference images, and rubbish images descended from noise.
+Writes `<out>/adversarial.json` and PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jamem import adversarial as adv
+from jamem import data, plots, train
+from jamem.models import ReLUMLP, log_power_loss
+from jamem.provenance import save_json
+
+
+def dense_am_attack_target(path: Path):
+    model, config, history = train.load_trained(path)
+    temperature = config.temperature()(len(history.rows) - 1)
+
+    def outputs(x):
+        return model.batch_scores(x, temperature=temperature)
+
+    def loss(scores, label):  # the training loss A10, in log form so saturated outputs keep a gradient
+        return log_power_loss(scores, label, power=config.loss_power)
+
+    def confidence(scores):  # the output neurons c = tanh(scores)
+        return jnp.tanh(scores)
+
+    return outputs, loss, history.rows[-1]["test_error"], confidence
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="results/mnist_k400")
+    parser.add_argument("--degrees", default="2,3,8,20,30")
+    parser.add_argument("--images", type=int, default=200, help="test images attacked per generating model")
+    parser.add_argument("--step-size", type=float, default=0.01)
+    parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--mlp-hidden", type=int, default=400)
+    parser.add_argument("--mlp-epochs", type=int, default=10)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results/adversarial")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    test_images, test_labels = data.load("mnist", split="test", data_dir=args.data_dir)
+    train_images, train_labels = data.load("mnist", split="train", data_dir=args.data_dir)
+
+    targets = {}
+    for degree in [int(d) for d in args.degrees.split(",")]:
+        path = Path(args.models) / f"mnist_n{degree}.ckpt"
+        if path.is_file():
+            targets[f"n={degree}"] = dense_am_attack_target(path)
+        else:
+            print(f"skipping n = {degree}: no {path}")
+    mlp, _ = train.fit_softmax(
+        ReLUMLP(num_hidden=args.mlp_hidden, key=jax.random.key(0)),
+        (train_images, train_labels),
+        epochs=args.mlp_epochs,
+        optimizer=optax.adam(1e-3),
+        key=jax.random.key(1),
+    )
+
+    def cross_entropy(out, label):
+        return optax.softmax_cross_entropy_with_integer_labels(out, label)
+
+    mlp_error = float(jnp.mean(jnp.argmax(mlp.batch_logits(jnp.asarray(test_images)), -1) != test_labels))
+    targets["ReLU MLP"] = (mlp.batch_logits, cross_entropy, mlp_error, jax.nn.softmax)
+    predictors = {name: jax.jit(lambda x, f=f: jnp.argmax(f(x), -1)) for name, (f, *_) in targets.items()}
+
+    pool = jnp.asarray(test_images[: 4 * args.images]), jnp.asarray(test_labels[: 4 * args.images])
+    made, attack_stats, examples = {}, {}, {}
+    for name, (outputs, loss, *_) in targets.items():
+        correct = np.flatnonzero(np.asarray(predictors[name](pool[0]) == pool[1]))[: args.images]
+        x, y = pool[0][correct], pool[1][correct]
+        result = adv.descend(outputs, x, y, loss_fn=loss, step_size=args.step_size, max_steps=args.max_steps)
+        ok = np.asarray(result.success)
+        made[name] = (result.images[ok], y[ok])
+        change = np.abs(np.asarray(result.images - x))[ok]
+        attack_stats[name] = {
+            "attacked": int(len(correct)),
+            "flipped": float(ok.mean()),
+            "mean_steps_when_flipped": float(np.asarray(result.steps)[ok].mean()) if ok.any() else None,
+            "mean_linf_change": float(change.max(axis=1).mean()) if ok.any() else None,
+            "mean_l2_change": float(np.sqrt((change**2).sum(1)).mean()) if ok.any() else None,
+        }
+        examples[name] = (
+            np.asarray(x[ok][:4]),
+            np.asarray(result.images[ok][:4]),
+            predictors[name](result.images[ok][:4]),
+        )
+        print(name, attack_stats[name], flush=True)
+    matrix = adv.transfer_matrix(made, predictors)
+
+    epsilons = [0.0, 0.05, 0.1, 0.2, 0.3]
+    x, y = pool[0][: args.images], pool[1][: args.images]
+    robust = {
+        name: [
+            float(
+                jnp.mean(
+                    predictors[name](adv.pgd(f, x, y, loss_fn=loss, epsilon=e, steps=20, key=jax.random.key(3))) == y
+                )
+            )
+            for e in epsilons
+        ]
+        for name, (f, loss, *_) in targets.items()
+    }
+
+    rubbish = {}
+    for name, (f, loss, *_) in targets.items():
+        result, goal = adv.rubbish_images(
+            f, loss_fn=loss, num_classes=10, per_class=2, max_steps=args.max_steps, key=jax.random.key(4)
+        )
+        outs = f(result.images)
+        rubbish[name] = {
+            "reached_target": float(jnp.mean(result.success)),
+            # DenseAM: the target's output neuron c in (-1, 1); MLP: its softmax probability
+            "mean_target_confidence": float(jnp.mean(targets[name][3](outs)[jnp.arange(goal.size), goal])),
+            "images": np.asarray(result.images),
+        }
+
+    save_json(
+        out / "adversarial.json",
+        {
+            "paper_B3_slides": {"made on n=2": {"n=2": 1.0, "n=8": 0.32}, "made on n=8": {"n=2": 0.57, "n=8": 1.0}},
+            "clean_test_error": {name: t[2] for name, t in targets.items()},
+            "attack": attack_stats,
+            "transfer_matrix": matrix,
+            "pgd_epsilons": epsilons,
+            "pgd_robust_accuracy": robust,
+            "rubbish": {k: {kk: vv for kk, vv in v.items() if kk != "images"} for k, v in rubbish.items()},
+            "settings": vars(args),
+        },
+    )
+    plots.plot_transfer_matrix(matrix, out / "transfer_matrix.png")
+    plots.plot_robust_accuracy(epsilons, robust, out / "pgd_robust_accuracy.png")
+    plots.plot_adversarial_examples(examples, out / "examples.png")
+    plots.plot_rubbish_images({k: v["images"] for k, v in rubbish.items()}, out / "rubbish.png")
+
+
+if __name__ == "__main__":
+    main()

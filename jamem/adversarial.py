@@ -1,0 +1,216 @@
+"""Adversarial inputs for classifiers (Krotov & Hopfield 2017, arXiv:1701.00939; B1-B3), plus the
+standard FGSM and PGD baselines.
+
+A model is any function `outputs_fn(images (B, N)) -> (B, C)` whose argmax is the prediction (a
+DenseAM classifier's `batch_scores` or its tanh outputs, an MLP's logits), and a loss
+`loss_fn(outputs (C,), label) -> scalar` that training minimised. Pixels stay in [-1, 1].
+
+- `descend` (B1): gradient steps on the input, weights frozen. Untargeted, the loss of the true
+  label goes up; targeted, the loss of the target goes down; each image stops as soon as its label
+  flips (or reaches the target) or after `max_steps`. Steps are normalised by their largest pixel,
+  so `step_size` is the most any pixel moves per step.
+- `fgsm`, `pgd`: one signed step of size epsilon; projected signed steps inside the L-infinity
+  ball of radius epsilon, from a random start.
+- `rubbish_images`: targeted descent from noise.
+- `transfer_matrix`: images made on one model, the fraction misclassified by each model.
+
+Everything is jit-compiled and vmapped over images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from ._checks import check_degree
+
+OutputsFn = Callable[[Float[Array, "B N"]], Float[Array, "B C"]]
+LossFn = Callable[[Float[Array, " C"], Int[Array, ""]], Float[Array, ""]]
+
+
+class AttackResult(NamedTuple):
+    images: Float[Array, "B N"]
+    success: Bool[Array, " B"]  # label flipped (untargeted) or target reached (targeted)
+    steps: Int[Array, " B"]
+
+
+def _check_images(images, name: str = "images") -> Float[Array, "B N"]:
+    images = jnp.asarray(images)
+    if images.ndim != 2 or images.shape[0] == 0:
+        raise ValueError(f"`{name}` must have shape (B > 0, N), got {images.shape}.")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(f"`{name}` must be floating point, got {images.dtype}.")
+    return images
+
+
+def _check_labels(labels, count: int, name: str = "labels") -> Int[Array, " B"]:
+    labels = jnp.asarray(labels)
+    if labels.shape != (count,) or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"`{name}` must be {count} integers, got shape {labels.shape} and dtype {labels.dtype}.")
+    return labels
+
+
+def _check_epsilon(epsilon) -> float:
+    if not epsilon >= 0:
+        raise ValueError(f"`epsilon` must be >= 0, got {epsilon}.")
+    return float(epsilon)
+
+
+def _single(outputs_fn: OutputsFn, image: Float[Array, " N"]) -> Float[Array, " C"]:
+    return outputs_fn(image[None])[0]
+
+
+def descend(
+    outputs_fn: OutputsFn,
+    images: Float[Array, "B N"],
+    labels: Int[Array, " B"],
+    *,
+    loss_fn: LossFn,
+    targets: Int[Array, " B"] | None = None,
+    step_size: float | int = 0.01,
+    max_steps: int = 500,
+) -> AttackResult:
+    """The attack of B1: normalised gradient steps on the pixels until the label flips.
+
+    Untargeted (targets None): x <- x + s g / max|g|, g = d loss(f(x), label) / dx.
+    Targeted: x <- x - s g / max|g|, g = d loss(f(x), target) / dx, until argmax f(x) = target.
+    """
+    images = _check_images(images)
+    labels = _check_labels(labels, images.shape[0])
+    targeted = targets is not None
+    goals = _check_labels(targets, images.shape[0], "targets") if targeted else labels
+    if not step_size > 0:
+        raise ValueError(f"`step_size` must be > 0, got {step_size}.")
+    check_degree(max_steps, name="max_steps")
+    return _descend(outputs_fn, loss_fn, images, goals, targeted, float(step_size), int(max_steps))
+
+
+@eqx.filter_jit
+def _descend(outputs_fn, loss_fn, images, goals, targeted, step_size, max_steps):
+    sign = -1.0 if targeted else 1.0
+
+    def done(x, goal):
+        prediction = jnp.argmax(_single(outputs_fn, x))
+        return prediction == goal if targeted else prediction != goal
+
+    def one(x0, goal):
+        grad_fn = jax.grad(lambda x: loss_fn(_single(outputs_fn, x), goal))
+
+        def cond(carry):
+            x, step = carry
+            return (step < max_steps) & ~done(x, goal)
+
+        def body(carry):
+            x, step = carry
+            g = grad_fn(x)
+            scale = jnp.max(jnp.abs(g))
+            x = jnp.clip(x + sign * step_size * g / jnp.where(scale > 0, scale, 1.0), -1.0, 1.0)
+            return x, step + 1
+
+        x, steps = jax.lax.while_loop(cond, body, (x0, jnp.int32(0)))
+        return x, done(x, goal), steps
+
+    return AttackResult(*jax.vmap(one)(images, goals))
+
+
+def fgsm(
+    outputs_fn: OutputsFn,
+    images: Float[Array, "B N"],
+    labels: Int[Array, " B"],
+    *,
+    loss_fn: LossFn,
+    epsilon: float | int,
+) -> Float[Array, "B N"]:
+    """Fast gradient sign method: x + epsilon sign(d loss / dx), clipped to [-1, 1]."""
+    images = _check_images(images)
+    labels = _check_labels(labels, images.shape[0])
+    return _fgsm(outputs_fn, loss_fn, images, labels, _check_epsilon(epsilon))
+
+
+@eqx.filter_jit
+def _fgsm(outputs_fn, loss_fn, images, labels, epsilon):
+    grads = jax.vmap(jax.grad(lambda x, y: loss_fn(_single(outputs_fn, x), y)))(images, labels)
+    return jnp.clip(images + epsilon * jnp.sign(grads), -1.0, 1.0)
+
+
+def pgd(
+    outputs_fn: OutputsFn,
+    images: Float[Array, "B N"],
+    labels: Int[Array, " B"],
+    *,
+    loss_fn: LossFn,
+    epsilon: float | int,
+    step_size: float | int | None = None,
+    steps: int = 40,
+    key: PRNGKeyArray,
+) -> Float[Array, "B N"]:
+    """Projected gradient descent (Madry et al. 2018) in the L-infinity ball of radius epsilon,
+    from a uniform random start; step size defaults to 2.5 epsilon / steps."""
+    images = _check_images(images)
+    labels = _check_labels(labels, images.shape[0])
+    epsilon = _check_epsilon(epsilon)
+    check_degree(steps, name="steps")
+    step_size = 2.5 * epsilon / steps if step_size is None else float(step_size)
+    return _pgd(outputs_fn, loss_fn, images, labels, epsilon, step_size, steps, key)
+
+
+@eqx.filter_jit
+def _pgd(outputs_fn, loss_fn, images, labels, epsilon, step_size, steps, key):
+    grad_fn = jax.vmap(jax.grad(lambda x, y: loss_fn(_single(outputs_fn, x), y)))
+
+    def project(x):
+        return jnp.clip(jnp.clip(x, images - epsilon, images + epsilon), -1.0, 1.0)
+
+    start = project(images + jax.random.uniform(key, images.shape, minval=-epsilon, maxval=epsilon))
+
+    def step(x, _):
+        return project(x + step_size * jnp.sign(grad_fn(x, labels))), None
+
+    return jax.lax.scan(step, start, None, length=steps)[0]
+
+
+def rubbish_images(
+    outputs_fn: OutputsFn,
+    *,
+    loss_fn: LossFn,
+    num_classes: int,
+    per_class: int = 1,
+    dim: int = 784,
+    step_size: float | int = 0.01,
+    max_steps: int = 500,
+    noise_scale: float | int = 0.5,
+    key: PRNGKeyArray,
+) -> tuple[AttackResult, Int[Array, " B"]]:
+    """Targeted descent from noise N(0, noise_scale^2) clipped to [-1, 1], toward every class
+    (B2: at large n such descents should not end on confidently classified rubbish)."""
+    check_degree(num_classes, name="num_classes", minimum=2)
+    check_degree(per_class, name="per_class")
+    targets = jnp.repeat(jnp.arange(num_classes), per_class)
+    noise = jnp.clip(noise_scale * jax.random.normal(key, (targets.size, dim)), -1.0, 1.0)
+    # the "label" of noise is irrelevant for a targeted run; any class other than the target
+    labels = (targets + 1) % num_classes
+    result = descend(
+        outputs_fn, noise, labels, loss_fn=loss_fn, targets=targets, step_size=step_size, max_steps=max_steps
+    )
+    return result, targets
+
+
+def transfer_matrix(
+    adversarial: dict[str, tuple[Float[Array, "B N"], Int[Array, " B"]]],
+    predictors: dict[str, Callable[[Float[Array, "B N"]], Int[Array, " B"]]],
+) -> dict[str, dict[str, float]]:
+    """matrix[made_on][evaluated_on] = fraction of the images made on one model that another
+    model misclassifies (prediction != true label)."""
+    if not adversarial or not predictors:
+        raise ValueError("`adversarial` and `predictors` must be non-empty.")
+    matrix = {}
+    for source, (images, labels) in adversarial.items():
+        images = _check_images(images, f"adversarial[{source!r}] images")
+        labels = _check_labels(labels, images.shape[0], f"adversarial[{source!r}] labels")
+        matrix[source] = {name: float(jnp.mean(predict(images) != labels)) for name, predict in predictors.items()}
+    return matrix
