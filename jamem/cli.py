@@ -1,4 +1,4 @@
-"""The `jamem` command: `jamem mnist ...`, `jamem capacity ...`, `jamem xor`."""
+"""The `jamem` command: `jamem mnist ...`, `jamem attack ...`, `jamem capacity ...`, `jamem xor`."""
 
 from __future__ import annotations
 
@@ -62,7 +62,20 @@ def _capacity(args) -> int:
 
         save_json(args.json, {"rows": rows, "flip_fraction": args.flip_fraction}, argv=["jamem", *sys.argv[1:]])
         print(f"wrote {args.json}")
+    if args.csv:
+        _write_csv(args.csv, rows)
+        print(f"wrote {args.csv}")
     return 0
+
+
+def _write_csv(path, rows: list[dict]) -> None:
+    import csv
+
+    columns = list(dict.fromkeys(key for row in rows for key in row if not isinstance(row[key], (list, dict))))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _xor(args) -> int:
@@ -129,6 +142,47 @@ def _mnist(args) -> int:
     return 0
 
 
+def _attack(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from . import adversarial as adv
+    from . import data, train
+    from .models import log_power_loss
+
+    model, config, history = train.load_trained(args.checkpoint)
+    temperature = config.temperature()(len(history.rows) - 1)
+    images, labels = data.load(args.dataset, split="test", data_dir=args.data_dir)
+    images, labels = jnp.asarray(images[: args.images]), jnp.asarray(labels[: args.images])
+
+    def scores(x):
+        return model.batch_scores(x, temperature=temperature)
+
+    def loss(s, label):
+        return log_power_loss(s, label, power=config.loss_power)
+
+    correct = jnp.argmax(scores(images), -1) == labels
+    x, y = images[correct], labels[correct]
+    if args.method == "descend":
+        result = adv.descend(scores, x, y, loss_fn=loss, step_size=args.step_size, max_steps=args.max_steps)
+        attacked, steps = result.images, f", mean steps {float(jnp.mean(result.steps)):.1f}"
+    elif args.method == "fgsm":
+        attacked, steps = adv.fgsm(scores, x, y, loss_fn=loss, epsilon=args.epsilon), ""
+    else:
+        attacked = adv.pgd(
+            scores, x, y, loss_fn=loss, epsilon=args.epsilon, steps=args.max_steps, key=jax.random.key(0)
+        )
+        steps = ""
+    flipped = np.asarray(jnp.argmax(scores(attacked), -1) != y)
+    linf = float(jnp.mean(jnp.max(jnp.abs(attacked - x), axis=1)))
+    print(
+        f"n = {config.degree}, {args.method}: {100 * flipped.mean():.1f}% of {len(y)} correctly classified test "
+        f"images misclassified after the attack (mean L-inf change {linf:.3f}{steps})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamem", description="Dense Associative Memory in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_mnist)
 
+    p = sub.add_parser("attack", help="attack a trained DenseAM classifier (checkpoint from jamem mnist)")
+    p.add_argument("--checkpoint", required=True, help="e.g. results/mnist/mnist_n3.ckpt")
+    p.add_argument("--method", choices=["descend", "fgsm", "pgd"], default="descend")
+    p.add_argument("--images", type=int, default=100, help="first test images to attack")
+    p.add_argument("--epsilon", type=float, default=0.1, help="L-inf budget for fgsm / pgd")
+    p.add_argument("--step-size", type=float, default=0.01)
+    p.add_argument("--max-steps", type=int, default=500, help="descend: step budget; pgd: steps")
+    p.add_argument("--dataset", choices=["mnist", "fashion_mnist"], default="mnist")
+    p.add_argument("--data-dir")
+    p.set_defaults(run=_attack)
+
     p = sub.add_parser("capacity", help="retrieval trials over a grid of (N, K, n, F), vmap-batched")
     p.add_argument("--dims", type=_ints, default=[100], help="N values, comma-separated (default 100)")
     p.add_argument("--memories", type=_ints, default=[100, 200, 400, 800], help="K values")
@@ -168,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sweeps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the table (with provenance) to this JSON file")
+    p.add_argument("--csv", help="write the table to this CSV file")
     p.set_defaults(run=_capacity)
 
     p = sub.add_parser("xor", help="the XOR readout of section 3 (A7), by exact enumeration")

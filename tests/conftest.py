@@ -34,3 +34,17 @@ def mnist(cache):
     if not (SHARED_DATA / "mnist").is_dir():
         pytest.skip("offline MNIST files not found")
     return tuple(data.load("mnist", split=s, data_dir=SHARED_DATA, cache_dir=cache) for s in ("train", "test"))
+
+
+@pytest.fixture(scope="session")
+def small_mnist_run(mnist, tmp_path_factory):
+    """A DenseAM (n = 3, K = 200) trained 8 epochs on 10k real MNIST images: (model, history, checkpoint)."""
+    from jamem import train
+
+    (images, labels), (test_images, test_labels) = mnist
+    config = train.preset(3, num_memories=200, epochs=8, batch_size=500, learning_rate=0.2, temperature_ramp_epochs=4)
+    path = tmp_path_factory.mktemp("small_run") / "mnist_n3.ckpt"
+    model, history = train.fit(
+        config, (images[:10000], labels[:10000]), (test_images, test_labels), checkpoint_path=path, progress=False
+    )
+    return model, history, path

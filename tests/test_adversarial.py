@@ -5,10 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import SHARED_DATA
 from test_train import TOY, _toy_data
 
 from jamem import adversarial as adv
 from jamem import train
+from jamem.cli import main
 from jamem.models import ReLUMLP, log_power_loss, power_loss
 
 
@@ -139,3 +141,12 @@ def test_bad_inputs(mlp_and_data):
         adv.descend(model.batch_logits, x, y, loss_fn=cross_entropy, step_size=0.0)
     with pytest.raises(ValueError, match="non-empty"):
         adv.transfer_matrix({}, {})
+
+
+def test_attack_command(small_mnist_run, cache, capsys, monkeypatch):
+    monkeypatch.setenv("JAMEM_CACHE_DIR", str(cache))
+    args = ["attack", "--checkpoint", str(small_mnist_run[2]), "--images", "30", "--data-dir", str(SHARED_DATA)]
+    assert main([*args, "--max-steps", "200", "--step-size", "0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "n = 3, descend:" in out and float(out.split("%")[0].split()[-1]) > 50
+    assert int(out.split(" of ")[1].split()[0]) >= 20  # most of the 30 images were classified right

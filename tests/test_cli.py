@@ -39,6 +39,8 @@ def test_capacity_command_writes_json(tmp_path, capsys):
                 "0.1",
                 "--json",
                 str(path),
+                "--csv",
+                str(tmp_path / "cap.csv"),
             ]
         )
         == 0
@@ -48,3 +50,8 @@ def test_capacity_command_writes_json(tmp_path, capsys):
     fractions = {r["num_memories"]: r["recall_fraction"] for r in data["rows"]}
     assert fractions[4] == 1.0 and fractions[400] < 0.5
     assert "recall_fraction" in capsys.readouterr().out
+    import csv
+
+    with open(tmp_path / "cap.csv") as f:
+        table = list(csv.DictReader(f))
+    assert {int(r["num_memories"]): float(r["recall_fraction"]) for r in table} == fractions

@@ -248,9 +248,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path, subset_args, mnist,
     assert [r["train_error"] for r in header_a["history"]] == [r["train_error"] for r in header_b["history"]]
 
 
-def test_short_real_mnist_run_is_below_ten_percent(mnist):
-    (images, labels), (test_images, test_labels) = mnist
-    config = train.preset(3, num_memories=200, epochs=8, batch_size=500, learning_rate=0.2, temperature_ramp_epochs=4)
-    model, history = train.fit(config, (images[:10000], labels[:10000]), (test_images, test_labels), progress=False)
+def test_short_real_mnist_run_is_below_ten_percent(small_mnist_run):
+    _, history, _ = small_mnist_run
     assert history.rows[-1]["test_error"] < 0.10
     assert history.rows[-1]["test_error"] < history.rows[0]["test_error"]
