@@ -50,6 +50,8 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=200, help="test images attacked per generating model")
     parser.add_argument("--step-size", type=float, default=0.01)
     parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--rubbish-steps", type=int, default=300)
+    parser.add_argument("--rubbish-per-class", type=int, default=5)
     parser.add_argument("--mlp-hidden", type=int, default=400)
     parser.add_argument("--mlp-epochs", type=int, default=10)
     parser.add_argument("--data-dir", default=None)
@@ -122,13 +124,16 @@ def main(argv=None):
     rubbish = {}
     for name, (f, loss, *_) in targets.items():
         result, goal = adv.rubbish_images(
-            f, loss_fn=loss, num_classes=10, per_class=2, max_steps=args.max_steps, key=jax.random.key(4)
-        )
+            f, loss_fn=loss, num_classes=10, per_class=args.rubbish_per_class, max_steps=args.rubbish_steps,
+            key=jax.random.key(4),
+        )  # fmt: skip
         outs = f(result.images)
+        confidence = targets[name][3](outs)[jnp.arange(goal.size), goal]
         rubbish[name] = {
             "reached_target": float(jnp.mean(result.success)),
             # DenseAM: the target's output neuron c in (-1, 1); MLP: its softmax probability
-            "mean_target_confidence": float(jnp.mean(targets[name][3](outs)[jnp.arange(goal.size), goal])),
+            "mean_target_confidence": float(jnp.mean(confidence)),
+            "confident_fraction": float(jnp.mean((confidence > 0.9) & result.success)),
             "images": np.asarray(result.images),
         }
 
@@ -148,7 +153,9 @@ def main(argv=None):
     plots.plot_transfer_matrix(matrix, out / "transfer_matrix.png")
     plots.plot_robust_accuracy(epsilons, robust, out / "pgd_robust_accuracy.png")
     plots.plot_adversarial_examples(examples, out / "examples.png")
-    plots.plot_rubbish_images({k: v["images"] for k, v in rubbish.items()}, out / "rubbish.png")
+    plots.plot_rubbish_images(
+        {k: v["images"] for k, v in rubbish.items()}, out / "rubbish.png", per_class=args.rubbish_per_class
+    )
 
 
 if __name__ == "__main__":

@@ -165,12 +165,12 @@ def plot_adversarial_examples(examples, path):
     return _save(fig, path)
 
 
-def plot_rubbish_images(images, path):
+def plot_rubbish_images(images, path, *, per_class: int = 1):
     plt = _pyplot()
     fig, axes = plt.subplots(len(images), 10, figsize=(10, 1.1 * len(images)), squeeze=False)
     for row, (name, imgs) in zip(axes, images.items()):
         for c in range(10):
-            row[c].imshow(imgs[2 * c].reshape(28, 28), cmap="gray", vmin=-1, vmax=1)
+            row[c].imshow(imgs[per_class * c].reshape(28, 28), cmap="gray", vmin=-1, vmax=1)
             row[c].axis("off")
         row[0].text(-0.5, 0.5, name, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle("descent from noise toward classes 0-9", fontsize=9)

@@ -1,0 +1,358 @@
+"""Hierarchical associative memory (Krotov 2021, "Hierarchical Associative Memory",
+arXiv:2107.06446; REFERENCE D1): any number of layers of neurons joined by dense or
+convolutional synapses, with one energy for the whole network.
+
+Layer l has a state x_l (a flat vector of N_l neurons; a convolutional synapse reads it as an
+image of shape (C, H, W)), a Lagrangian L_l and activations g_l = grad L_l(x_l). Each synapse s
+joins a lower layer a(s) to an upper layer b(s) with a linear map W_s (a matrix, or a convolution;
+the feedback weights are the transpose of the feed-forward ones). The energy is
+
+    E = sum_l [ x_l . g_l - L_l(x_l) ]  -  sum_s g_b(s) . W_s g_a(s)  -  sum_l b_l . g_l,
+
+neuron (Legendre) energies minus synapse energies, b_l being biases. The dynamics are
+
+    tau_l dx_l/dt = - dE/dg_l = sum_{s: b(s)=l} W_s g_a(s) + sum_{s: a(s)=l} W_s^T g_b(s) + b_l - x_l,
+
+the feedback terms W_s^T coming from `jax.grad` of the synapse energies, and
+
+    dE/dt = - sum_l tau_l (dx_l/dt) . Hess L_l (dx_l/dt) <= 0
+
+for convex Lagrangians. `settle` integrates them with explicit Euler in a `lax.scan`, keeping
+observed neurons clamped (a boolean mask per layer): pattern completion. With two layers, one
+dense synapse Xi, identity features and a softmax hidden layer this is model B of Krotov &
+Hopfield 2020 (`jamem.two_layer`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from ._checks import as_float_array, check_positive
+from .lagrangians import AbstractLagrangian
+
+
+class Layer(eqx.Module):
+    """One layer of neurons: its size, Lagrangian and time constant.
+
+    Args:
+        size: the number of neurons N_l (a state is a flat vector of this length).
+        lagrangian: L_l, an `AbstractLagrangian` (e.g. `lagrangians.ReLU()`).
+        tau: the time constant, > 0.
+    """
+
+    size: int = eqx.field(static=True)
+    lagrangian: AbstractLagrangian
+    tau: float = eqx.field(static=True, default=1.0)
+
+    def __init__(self, size: int, lagrangian, *, tau: float = 1.0):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"`size` must be a positive integer, got {size!r}.")
+        if not isinstance(lagrangian, AbstractLagrangian):
+            raise TypeError(
+                f"`lagrangian` must be a jamem.lagrangians.AbstractLagrangian, got {type(lagrangian).__name__}."
+            )
+        self.size = size
+        self.lagrangian = lagrangian
+        self.tau = check_positive(tau, name="tau")
+
+
+class AbstractSynapse(eqx.Module):
+    """A linear map W from a lower layer's activations to an upper layer's input; its energy is
+    - g_upper . W g_lower."""
+
+    in_size: eqx.AbstractVar[int]
+    out_size: eqx.AbstractVar[int]
+
+    def forward(self, g_in: Float[Array, " _n"]) -> Float[Array, " _m"]:
+        """W g_in, a flat vector of `out_size`."""
+        raise NotImplementedError
+
+    def energy(self, g_in: Float[Array, " _n"], g_out: Float[Array, " _m"]) -> Float[Array, ""]:
+        """The synapse energy - g_out . W g_in."""
+        return -jnp.dot(g_out, self.forward(g_in))
+
+
+class DenseSynapse(AbstractSynapse):
+    """All-to-all synapses: W g_in with a (out_size, in_size) matrix.
+
+    Args:
+        weight: the matrix W, shape (out_size, in_size).
+    """
+
+    weight: Float[Array, "M N"]
+    in_size: int = eqx.field(static=True)
+    out_size: int = eqx.field(static=True)
+
+    def __init__(self, weight):
+        weight = as_float_array(weight, name="weight", ndim=2)
+        self.weight = weight
+        self.out_size, self.in_size = (int(s) for s in weight.shape)
+
+    @classmethod
+    def init(cls, in_size: int, out_size: int, *, key: PRNGKeyArray, scale: float | None = None) -> DenseSynapse:
+        """Gaussian weights with standard deviation `scale` (default 1 / sqrt(in_size))."""
+        scale = 1.0 / math.sqrt(in_size) if scale is None else check_positive(scale, name="scale")
+        return cls(scale * jax.random.normal(key, (out_size, in_size)))
+
+    def forward(self, g_in):
+        return self.weight @ g_in
+
+
+class ConvSynapse(AbstractSynapse):
+    """Convolutional synapses (shared weights, local receptive fields): the lower layer is read
+    as an image of shape `in_shape` = (C_in, H, W) and W g_in is its convolution
+    (`jax.lax.conv_general_dilated`, NCHW / OIHW) with a (C_out, C_in, kh, kw) kernel, flattened.
+    The feedback to the lower layer, the transposed convolution, comes from `jax.grad`.
+
+    Args:
+        kernel: shape (C_out, C_in, kh, kw).
+        in_shape: (C_in, H, W) of the lower layer.
+        stride: (sh, sw) or one int.
+        padding: "VALID" or "SAME".
+    """
+
+    kernel: Float[Array, "O I kh kw"]
+    in_shape: tuple[int, int, int] = eqx.field(static=True)
+    out_shape: tuple[int, int, int] = eqx.field(static=True)
+    stride: tuple[int, int] = eqx.field(static=True)
+    padding: str = eqx.field(static=True)
+    in_size: int = eqx.field(static=True)
+    out_size: int = eqx.field(static=True)
+
+    def __init__(self, kernel, in_shape, *, stride=1, padding: str = "VALID"):
+        kernel = as_float_array(kernel, name="kernel", ndim=4)
+        in_shape = tuple(int(s) for s in in_shape)
+        if len(in_shape) != 3 or min(in_shape) < 1:
+            raise ValueError(f"`in_shape` must be (channels, height, width) of positive sizes, got {in_shape}.")
+        if kernel.shape[1] != in_shape[0]:
+            raise ValueError(
+                f"`kernel` has {kernel.shape[1]} input channels but `in_shape` has {in_shape[0]}: they must match."
+            )
+        stride = (stride, stride) if isinstance(stride, int) else tuple(int(s) for s in stride)
+        if len(stride) != 2 or min(stride) < 1:
+            raise ValueError(f"`stride` must be a positive int or a pair of them, got {stride}.")
+        if padding not in ("VALID", "SAME"):
+            raise ValueError(f"`padding` must be 'VALID' or 'SAME', got {padding!r}.")
+        self.kernel = kernel
+        self.in_shape = in_shape
+        self.stride = stride
+        self.padding = padding
+        out = jax.eval_shape(
+            lambda image: _conv(image, kernel, stride, padding), jax.ShapeDtypeStruct(in_shape, kernel.dtype)
+        ).shape
+        if min(out) < 1:
+            raise ValueError(f"the kernel {tuple(kernel.shape[2:])} does not fit in the image {in_shape[1:]}.")
+        self.out_shape = tuple(int(s) for s in out)
+        self.in_size = math.prod(in_shape)
+        self.out_size = math.prod(self.out_shape)
+
+    @classmethod
+    def init(
+        cls,
+        in_shape,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        key: PRNGKeyArray,
+        stride=1,
+        padding: str = "VALID",
+        scale: float | None = None,
+    ) -> ConvSynapse:
+        """Gaussian kernel with standard deviation `scale` (default 1 / sqrt(fan-in))."""
+        fan_in = in_shape[0] * kernel_size**2
+        scale = 1.0 / math.sqrt(fan_in) if scale is None else check_positive(scale, name="scale")
+        kernel = scale * jax.random.normal(key, (out_channels, in_shape[0], kernel_size, kernel_size))
+        return cls(kernel, in_shape, stride=stride, padding=padding)
+
+    def forward(self, g_in):
+        return _conv(g_in.reshape(self.in_shape), self.kernel, self.stride, self.padding).reshape(-1)
+
+
+def _conv(image, kernel, stride, padding):
+    # default dimension numbers: NCHW input, OIHW kernel
+    return jax.lax.conv_general_dilated(image[None], kernel, window_strides=stride, padding=padding)[0]
+
+
+class HierarchicalNetwork(eqx.Module):
+    """Layers joined by synapses, with one energy (D1). Acts on one network state, a tuple of
+    flat layer states (x_0, ..., x_{L-1}); batch with `jax.vmap`.
+
+    Args:
+        layers: the `Layer`s, lowest (visible) first.
+        synapses: `DenseSynapse`s / `ConvSynapse`s.
+        edges: (lower, upper) layer indices for each synapse; default joins layer i to i + 1 with
+            synapse i (a chain).
+        biases: one (N_l,) bias per layer, default zeros.
+    """
+
+    layers: tuple[Layer, ...]
+    synapses: tuple[AbstractSynapse, ...]
+    biases: tuple[Float[Array, " _n"], ...]
+    edges: tuple[tuple[int, int], ...] = eqx.field(static=True)
+
+    def __init__(self, layers, synapses, *, edges=None, biases=None):
+        layers, synapses = tuple(layers), tuple(synapses)
+        if not layers or not all(isinstance(layer, Layer) for layer in layers):
+            raise TypeError("`layers` must be a non-empty sequence of `Layer`s.")
+        if not all(isinstance(s, AbstractSynapse) for s in synapses):
+            raise TypeError("`synapses` must be a sequence of DenseSynapse / ConvSynapse.")
+        if edges is None:
+            if len(synapses) != len(layers) - 1:
+                raise ValueError(
+                    f"with no `edges`, a chain of {len(layers)} layers needs {len(layers) - 1} synapses, "
+                    f"got {len(synapses)}."
+                )
+            edges = tuple((i, i + 1) for i in range(len(synapses)))
+        edges = tuple((int(a), int(b)) for a, b in edges)
+        if len(edges) != len(synapses):
+            raise ValueError(f"`edges` ({len(edges)}) must give one (lower, upper) pair per synapse ({len(synapses)}).")
+        for i, ((a, b), syn) in enumerate(zip(edges, synapses)):
+            if not (0 <= a < len(layers) and 0 <= b < len(layers)) or a == b:
+                raise ValueError(f"`edges`[{i}] = {(a, b)} must join two different layers among {len(layers)}.")
+            if syn.in_size != layers[a].size or syn.out_size != layers[b].size:
+                raise ValueError(
+                    f"synapse {i} maps {syn.in_size} -> {syn.out_size} neurons but joins layer {a} "
+                    f"({layers[a].size} neurons) to layer {b} ({layers[b].size} neurons)."
+                )
+        if biases is None:
+            biases = tuple(jnp.zeros(layer.size) for layer in layers)
+        else:
+            biases = tuple(as_float_array(b, name="biases", ndim=1) for b in biases)
+            if [b.shape[0] for b in biases] != [layer.size for layer in layers]:
+                raise ValueError("`biases` must hold one vector per layer, of the layer's size.")
+        self.layers, self.synapses, self.edges, self.biases = layers, synapses, edges, biases
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(layer.size for layer in self.layers)
+
+    def activations(self, states: Sequence[Float[Array, " _n"]]) -> tuple[Float[Array, " _n"], ...]:
+        """g_l = grad L_l(x_l) for every layer."""
+        return tuple(layer.lagrangian.activation(x) for layer, x in zip(self.layers, states))
+
+    def interaction_energy(self, activations: Sequence[Float[Array, " _n"]]) -> Float[Array, ""]:
+        """- sum_s g_b(s) . W_s g_a(s) - sum_l b_l . g_l, a function of the activations only."""
+        total = sum(syn.energy(activations[a], activations[b]) for syn, (a, b) in zip(self.synapses, self.edges))
+        return total - sum(jnp.dot(b, g) for b, g in zip(self.biases, activations))
+
+    def energy(self, states: Sequence[Float[Array, " _n"]]) -> Float[Array, ""]:
+        """E = sum_l [x_l . g_l - L_l(x_l)] - sum_s g_b(s) . W_s g_a(s) - sum_l b_l . g_l (D1)."""
+        self._check_states(states)
+        gs = self.activations(states)
+        neurons = sum(jnp.dot(x, g) - layer.lagrangian(x) for layer, x, g in zip(self.layers, states, gs))
+        return neurons + self.interaction_energy(gs)
+
+    def velocity(self, states: Sequence[Float[Array, " _n"]]) -> tuple[Float[Array, " _n"], ...]:
+        """dx_l/dt = (-dE/dg_l) / tau_l = (input_l - x_l) / tau_l, input_l = -d(interaction)/dg_l."""
+        self._check_states(states)
+        inputs = jax.grad(self.interaction_energy)(self.activations(states))
+        return tuple((-i - x) / layer.tau for layer, i, x in zip(self.layers, inputs, states))
+
+    def _check_states(self, states):
+        if len(states) != len(self.layers) or any(x.shape != (n,) for x, n in zip(states, self.sizes)):
+            got = [tuple(getattr(x, "shape", ())) for x in states]
+            raise ValueError(f"`states` must be one flat vector per layer of sizes {self.sizes}, got shapes {got}.")
+
+    def zeros(self) -> tuple[Float[Array, " _n"], ...]:
+        """The all-zero network state."""
+        return tuple(jnp.zeros(n) for n in self.sizes)
+
+
+class Settled(eqx.Module):
+    """The result of `settle`.
+
+    Attributes:
+        states: the final layer states.
+        energy: the final energy.
+        energies: the energy at step 0 and every `save_every` steps, shape (T,).
+        trajectory: the layer states at those times (each of shape (T, N_l)), or None when
+            `save_states` is False.
+    """
+
+    states: tuple[Float[Array, " _n"], ...]
+    energy: Float[Array, ""]
+    energies: Float[Array, " T"]
+    trajectory: tuple[Float[Array, "T _n"], ...] | None
+
+
+def settle(
+    network: HierarchicalNetwork,
+    states0: Sequence[Float[Array, " _n"]],
+    *,
+    mask: Sequence[Bool[Array, " _n"] | None] | None = None,
+    dt: float = 0.1,
+    steps: int = 100,
+    save_every: int | None = None,
+    save_states: bool = False,
+) -> Settled:
+    """Run the network dynamics (D1) with explicit Euler in a `lax.scan`,
+
+        x_l <- x_l + (dt / tau_l) (input_l - x_l),
+
+    all layers from the same (old) state, clamped neurons (mask True) held at their values in
+    `states0`. Differentiable end to end (train through it); batch with `jax.vmap`.
+
+    Args:
+        network: a `HierarchicalNetwork`.
+        states0: the initial state of each layer (a sequence of flat vectors).
+        mask: per layer a boolean vector (True = clamped) or None (nothing clamped), or None.
+        dt: the Euler step, 0 < dt <= the smallest tau (the energy need not decrease otherwise).
+        steps: the number of steps.
+        save_every: record the energy at step 0 and every this many steps (default: only the
+            ends); `steps` must be a multiple of it.
+        save_states: also record the states at those times.
+
+    Returns:
+        A `Settled`.
+    """
+    if not isinstance(network, HierarchicalNetwork):
+        raise TypeError(f"`network` must be a HierarchicalNetwork, got {type(network).__name__}.")
+    if isinstance(states0, jax.Array) or not isinstance(states0, Sequence):
+        raise TypeError("`states0` must be a sequence (tuple or list) with one flat state per layer.")
+    states0 = tuple(as_float_array(x, name="states0", ndim=1) for x in states0)
+    network._check_states(states0)
+    if mask is None:
+        mask = (None,) * len(states0)
+    if len(mask) != len(states0):
+        raise ValueError(f"`mask` must give one entry per layer ({len(states0)}), got {len(mask)}.")
+    clamps = []
+    for i, (m, x) in enumerate(zip(mask, states0)):
+        if m is None:
+            clamps.append(None)
+            continue
+        m = jnp.asarray(m)
+        if m.dtype != jnp.bool_ or m.shape != x.shape:
+            raise ValueError(f"`mask`[{i}] must be a boolean vector of shape {x.shape}, got {m.dtype}{m.shape}.")
+        clamps.append(m)
+    dt = check_positive(dt, name="dt")
+    tau_min = min(layer.tau for layer in network.layers)
+    if isinstance(dt, float) and dt > tau_min:
+        raise ValueError(f"`dt` ({dt}) must be at most the smallest time constant ({tau_min}) for explicit Euler.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+    save_every = steps if save_every is None else save_every
+    if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1 or steps % save_every:
+        raise ValueError(f"`save_every` must be a positive integer dividing `steps` ({steps}), got {save_every!r}.")
+
+    def one(states, _):
+        vel = network.velocity(states)
+        new = tuple(x + dt * v for x, v in zip(states, vel))
+        new = tuple(x if c is None else jnp.where(c, x0, x) for x, x0, c in zip(new, states0, clamps))
+        return new, None
+
+    def chunk(states, _):
+        states, _ = jax.lax.scan(one, states, None, length=save_every)
+        return states, (network.energy(states), states if save_states else None)
+
+    final, (energies, saved) = jax.lax.scan(chunk, states0, None, length=steps // save_every)
+    energies = jnp.concatenate([network.energy(states0)[None], energies])
+    trajectory = None
+    if save_states:
+        trajectory = tuple(jnp.concatenate([x0[None], s]) for x0, s in zip(states0, saved))
+    return Settled(states=final, energy=energies[-1], energies=energies, trajectory=trajectory)
