@@ -14,7 +14,7 @@ training image's lower half (a baseline that ignores the visible half), and whet
 non-increasing along each test trajectory. Writes results/hierarchical_completion.json and
 results/hierarchical_completion.png (original / masked / completed). Usage:
 
-    python experiments/hierarchical.py                 # about 5 minutes on 2 CPU cores
+    python experiments/hierarchical.py                 # about 9 minutes on 2 busy CPU cores
     python experiments/hierarchical.py --quick
 """
 
@@ -73,7 +73,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=16, help="Euler steps of the settling")
     p.add_argument("--dt", type=float, default=0.5)
     p.add_argument("--beta", type=float, default=1.0, help="inverse temperature of the top softmax layer")
-    p.add_argument("--time-budget", type=float, default=420.0, help="stop training after this many seconds")
+    p.add_argument(
+        "--time-budget", type=float, default=420.0, help="no new epoch once this many seconds of training have passed"
+    )
     p.add_argument("--data-dir", default="/work/shared/data")
     p.add_argument("--out", default="results")
     p.add_argument("--seed", type=int, default=0)
@@ -152,7 +154,10 @@ def main(argv=None):
         mean_image_baseline_mse=baseline,
         improvement_over_baseline=1.0 - float(errors.mean()) / baseline,
         fraction_of_images_beating_baseline=float(
-            np.mean(errors.mean(axis=1) < ((np.asarray(test_x) - np.asarray(mean_image))[:, np.asarray(hidden)] ** 2).mean(axis=1))
+            np.mean(
+                errors.mean(axis=1)
+                < ((np.asarray(test_x) - np.asarray(mean_image))[:, np.asarray(hidden)] ** 2).mean(axis=1)
+            )
         ),
         energy_non_increasing_fraction=float(monotone.mean()),
         largest_energy_rise=float(rises.max()),

@@ -2,9 +2,12 @@
 
 from . import capacity as capacity
 from . import energies as energies
+from . import hierarchical as hierarchical
+from . import implicit as implicit
 from . import lagrangians as lagrangians
 from . import random_features as random_features
 from . import separation as separation
+from . import two_layer as two_layer
 from .dynamics import AbstractSolver as AbstractSolver
 from .dynamics import AsyncBinary as AsyncBinary
 from .dynamics import GradientDescent as GradientDescent

@@ -54,7 +54,9 @@ def _prepare_with_tfds(name: str, manual_dir: Path | None, cache: Path) -> dict[
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir)) if manual_dir else None
     builder = tfds.builder(name, data_dir=str(cache / "tfds"))
     try:
-        builder.download_and_prepare(download_config=config)
+        # one download folder per dataset: MNIST and Fashion-MNIST files share their names, and TFDS
+        # keys extracted files by name, so a shared folder hands one dataset the other's pixels
+        builder.download_and_prepare(download_dir=str(cache / "tfds" / "downloads" / name), download_config=config)
     except Exception as err:  # noqa: BLE001 - re-raised with what to do about it
         text = f"{type(err).__name__}: {err}"
         if "checksum" in text.lower() or "size" in text.lower():

@@ -27,6 +27,15 @@ def test_mnist_loads_real_data(cache):
     assert (cache / "mnist.npz").is_file()
 
 
+@needs_data
+def test_fashion_mnist_is_not_mnist_in_a_shared_cache(cache):
+    # both datasets ship files with the same names; a shared TFDS download folder once mixed them up
+    data.load("mnist", split="test", data_dir=SHARED, cache_dir=cache)
+    x, y = data.load("fashion_mnist", split="test", data_dir=SHARED, cache_dir=cache)
+    np.testing.assert_array_equal(np.bincount(y), [1000] * 10)
+    assert float(x.mean()) == pytest.approx(73.147 / 127.5 - 1, abs=1e-3)  # README: pixel mean 73.147
+
+
 def test_missing_files_give_clear_error(tmp_path):
     (tmp_path / "mnist").mkdir()
     with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte.gz"):

@@ -19,7 +19,7 @@ def _problem(seed=0):
     return xi, x0, target
 
 
-def _unrolled(xi, x0, mask=None, steps=300):
+def _unrolled(xi, x0, mask=None, steps=100):
     energy = jm.LogSumExpEnergy(BETA)
     return jm.retrieve(energy, x0, xi, solver=jm.GradientDescent(1.0), steps=steps, mask=mask).state
 
