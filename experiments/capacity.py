@@ -16,6 +16,7 @@ Writes results/capacity_appendix_b.json and PNG plots. Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -119,18 +120,25 @@ def main(argv=None):
     parser.add_argument("--dims", default="50,75,100,125,150,175,200", help="N values of part (b)")
     parser.add_argument("--sets", type=int, default=5, help="memory sets per (N, K) in part (b)")
     parser.add_argument("--starts", type=int, default=200, help="random starts per memory set in part (b)")
+    parser.add_argument(
+        "--only-b", action="store_true", help="run part (b) only, keeping parts (a) and (c) of an existing JSON"
+    )
     args = parser.parse_args(argv)
     key = jax.random.key(args.seed)
     out = Path(args.out)
     name = "capacity_appendix_b_quick" if args.quick else "capacity_appendix_b"
-    results = dict(xor=part_c(range(1, 7)))
-    if args.quick:
-        results["part_a"] = part_a(key, dim=50, num_memories=300, starts=500, degrees=(2, 3, 4, 5))
+    if args.only_b:
+        previous = json.loads((out / f"{name}.json").read_text())
+        results = {k: previous[k] for k in ("xor", "part_a") if k in previous}
     else:
-        results["part_a"] = part_a(key, dim=100, num_memories=2000, starts=10_000, degrees=(2, 3, 4, 5))
-    # saved after each part: a long run that is stopped keeps what it finished
-    save_json(out / f"{name}.json", results, argv=argv)
-    plot_overlap_histograms(results["part_a"], out / f"{name}_overlaps.png")
+        results = dict(xor=part_c(range(1, 7)))
+        if args.quick:
+            results["part_a"] = part_a(key, dim=50, num_memories=300, starts=500, degrees=(2, 3, 4, 5))
+        else:
+            results["part_a"] = part_a(key, dim=100, num_memories=2000, starts=10_000, degrees=(2, 3, 4, 5))
+        # saved after each part: a long run that is stopped keeps what it finished
+        save_json(out / f"{name}.json", results, argv=argv)
+        plot_overlap_histograms(results["part_a"], out / f"{name}_overlaps.png")
     if args.quick:
         b, kh = part_b(key, dims=(50, 100), degree=3, factors=(0.6, 1.0, 1.4, 2.0), num_sets=2, starts_per_set=100)
     else:

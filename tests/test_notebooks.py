@@ -13,7 +13,8 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, tmp_path, monkeypatch, request):
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    if "mnist" in path.name:  # offline: the shared IDX files, and the session's prepared cache
+    # offline: the shared IDX files, and the session's prepared cache
+    if "mnist" in path.name or "energy_family" in path.name:
         request.getfixturevalue("mnist")
         monkeypatch.setenv("JAMEM_DATA_DIR", str(SHARED_DATA))
         monkeypatch.setenv("JAMEM_CACHE_DIR", str(request.getfixturevalue("cache")))
