@@ -14,7 +14,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 def test_notebook_runs(path, tmp_path, monkeypatch, request):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     # offline: the shared IDX files, and the session's prepared cache
-    if "mnist" in path.name or "energy_family" in path.name:
+    if any(word in path.name for word in ("mnist", "energy_family", "adversarial")):
         request.getfixturevalue("mnist")
         monkeypatch.setenv("JAMEM_DATA_DIR", str(SHARED_DATA))
         monkeypatch.setenv("JAMEM_CACHE_DIR", str(request.getfixturevalue("cache")))
