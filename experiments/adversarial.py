@@ -23,24 +23,18 @@ import optax
 
 from jamem import adversarial as adv
 from jamem import data, plots, train
-from jamem.models import ReLUMLP, log_power_loss
+from jamem.mnist import attack_target
+from jamem.models import ReLUMLP
 from jamem.provenance import save_json
 
 
 def dense_am_attack_target(path: Path):
-    model, config, history = train.load_trained(path)
-    temperature = config.temperature()(len(history.rows) - 1)
+    scores, loss, _, history = attack_target(path)
 
-    def outputs(x):
-        return model.batch_scores(x, temperature=temperature)
+    def confidence(s):  # the output neurons c = tanh(scores)
+        return jnp.tanh(s)
 
-    def loss(scores, label):  # the training loss A10, in log form so saturated outputs keep a gradient
-        return log_power_loss(scores, label, power=config.loss_power)
-
-    def confidence(scores):  # the output neurons c = tanh(scores)
-        return jnp.tanh(scores)
-
-    return outputs, loss, history.rows[-1]["test_error"], confidence
+    return scores, loss, history.rows[-1]["test_error"], confidence
 
 
 def main(argv=None):

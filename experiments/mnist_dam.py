@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from jamem import mnist, plots
+from jamem import mnist, plots, train
 from jamem.provenance import save_json
 
 
@@ -63,12 +63,8 @@ def main(argv=None):
                 "epochs_run": len(r["history"]),
                 "final_error": errors[-1] if errors else None,
                 "best_error": min(errors) if errors else None,
-                "first_epoch_at_or_below_2pct": next(
-                    (row["epoch"] for row in r["history"] if (row.get("test_error") or 1) <= 0.02), None
-                ),
-                "first_epoch_at_or_below_3pct": next(
-                    (row["epoch"] for row in r["history"] if (row.get("test_error") or 1) <= 0.03), None
-                ),
+                "first_epoch_at_or_below_2pct": train.History(r["history"]).first_epoch_below(0.02),
+                "first_epoch_at_or_below_3pct": train.History(r["history"]).first_epoch_below(0.03),
                 "fraction_of_memories_voting_for_one_class": r.get("fraction_of_memories_voting_for_one_class"),
                 "images_with_second_ratio_below_0.9": r.get("images_with_second_ratio_below_0.9"),
             }

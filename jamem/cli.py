@@ -148,19 +148,12 @@ def _attack(args) -> int:
     import numpy as np
 
     from . import adversarial as adv
-    from . import data, train
-    from .models import log_power_loss
+    from . import data
+    from .mnist import attack_target
 
-    model, config, history = train.load_trained(args.checkpoint)
-    temperature = config.temperature()(len(history.rows) - 1)
+    scores, loss, config, _ = attack_target(args.checkpoint)
     images, labels = data.load(args.dataset, split="test", data_dir=args.data_dir)
     images, labels = jnp.asarray(images[: args.images]), jnp.asarray(labels[: args.images])
-
-    def scores(x):
-        return model.batch_scores(x, temperature=temperature)
-
-    def loss(s, label):
-        return log_power_loss(s, label, power=config.loss_power)
 
     correct = jnp.argmax(scores(images), -1) == labels
     x, y = images[correct], labels[correct]

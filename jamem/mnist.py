@@ -88,3 +88,21 @@ def analyse(model, history: train.History, *, config: train.TrainConfig, images,
         "images_with_second_ratio_below_0.9": int(np.sum(ratios < 0.9)),
         "history": history.rows,
     }
+
+
+def attack_target(path: str | Path):
+    """(scores_fn, loss_fn, config, history) of a trained checkpoint, ready for `jamem.adversarial`:
+    the scores at the last training temperature and the training loss in log form (A10), which
+    keeps a gradient where the outputs saturate."""
+    from .models import log_power_loss
+
+    model, config, history = train.load_trained(path)
+    temperature = config.temperature()(max(len(history.rows) - 1, 0))
+
+    def scores(images):
+        return model.batch_scores(images, temperature=temperature)
+
+    def loss(s, label):
+        return log_power_loss(s, label, power=config.loss_power)
+
+    return scores, loss, config, history
