@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jamem as jm
+from jamem.plots import save_figure
 from jamem.provenance import save_json
 
 # part (a): small enough that descent stays stable where many supports overlap (the Hessian of
@@ -263,9 +264,7 @@ def plot(results, landscape, path):
     ax.set_title("(a) distance to the start's memory")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -31,6 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jamem as jm  # noqa: E402
+from jamem.plots import save_figure  # noqa: E402
 from jamem.provenance import save_json  # noqa: E402
 
 
@@ -179,9 +180,7 @@ def plot(results, path):
     ax.set_ylabel("one-step error |x_1 - xi_i|")
     ax.set_title("Modern Hopfield one-step retrieval (I2)")
     ax.legend(fontsize=8)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

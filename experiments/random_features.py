@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jamem as jm
+from jamem.plots import save_figure
 from jamem.provenance import save_json
 from jamem.random_features import RandomFeatureMemory
 
@@ -239,9 +240,7 @@ def plot(results, path):
     ax.set_ylabel("same memory as exact descent")
     ax.set_title("(c) retrieval agreement")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -17,7 +17,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def save_figure(fig, path) -> Path:
+    """Save `fig` as a PNG at `path` (folders created), then close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -41,7 +42,7 @@ def plot_overlap_histograms(rows: list[dict], path) -> Path:
     axes[0].legend(fontsize=8)
     r0 = rows[0]
     fig.suptitle(f"N = {r0['dim']}, K = {r0['num_memories']}, {r0['starts']} random starts", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_k_half(k_halves: list[dict], path) -> Path:
@@ -60,7 +61,7 @@ def plot_k_half(k_halves: list[dict], path) -> Path:
     ax.set_title(f"n = {k_halves[0]['degree']}")
     ax.set_xticks(dims)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trajectory(energies, path=None, *, ax=None, label=None):
@@ -73,7 +74,7 @@ def plot_trajectory(energies, path=None, *, ax=None, label=None):
     ax.set_xlabel("saved step")
     ax.set_ylabel("energy")
     if own and path is not None:
-        return _save(fig, path)
+        return save_figure(fig, path)
     return ax
 
 
@@ -88,7 +89,7 @@ def plot_error_curves(histories: dict[str, list[dict]], path, *, mark: float = 0
     ax.axhline(100 * mark, color="grey", ls="--", lw=0.8)
     ax.set(xlabel="epoch", ylabel="test error (%)", yscale="log")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_memory_grid(memories, path, *, rows: int = 10, cols: int = 10, title: str | None = None) -> Path:
@@ -102,7 +103,7 @@ def plot_memory_grid(memories, path, *, rows: int = 10, cols: int = 10, title: s
         ax.axis("off")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_prototype_stats(stats: dict[str, dict], path) -> Path:
@@ -117,7 +118,7 @@ def plot_prototype_stats(stats: dict[str, dict], path) -> Path:
         right.axvline(0.9, color="grey", ls="--", lw=0.8)
         right.set(xlabel="2nd largest / largest contribution", ylabel="images", title=label)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_transfer_matrix(matrix, path):
@@ -134,7 +135,7 @@ def plot_transfer_matrix(matrix, path):
             )
     ax.set(xticks=range(len(cols)), xticklabels=cols, yticks=range(len(names)), yticklabels=names)
     ax.set(xlabel="evaluated on", ylabel="made on", title="adversarial images misclassified")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_robust_accuracy(epsilons, robust, path):
@@ -144,7 +145,7 @@ def plot_robust_accuracy(epsilons, robust, path):
         ax.plot(epsilons, acc, marker="o", label=name)
     ax.set(xlabel="L-inf epsilon (pixels in [-1, 1])", ylabel="PGD robust accuracy")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_adversarial_examples(examples, path):
@@ -162,7 +163,7 @@ def plot_adversarial_examples(examples, path):
                 ax.axis("off")
         row[0].text(-0.5, 0.5, name, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle("original / adversarial / difference", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_rubbish_images(images, path, *, per_class: int = 1):
@@ -174,4 +175,4 @@ def plot_rubbish_images(images, path, *, per_class: int = 1):
             row[c].axis("off")
         row[0].text(-0.5, 0.5, name, transform=row[0].transAxes, ha="right", va="center", fontsize=8)
     fig.suptitle("descent from noise toward classes 0-9", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
