@@ -106,11 +106,15 @@ class AsyncBinary(AbstractSolver):
 
             def update(carry, i):
                 sigma, overlaps = carry
-                column = columns[i]
-                rest = overlaps - column * sigma[i]
-                new = _sign_or_keep(separation.gap(rest + column, rest - column, scale), sigma[i])
-                new = jnp.where(clamped[i], sigma[i], new)
-                return (sigma.at[i].set(new), rest + column * new), None
+                column, current = columns[i], sigma[i]
+                # The overlaps with sigma_i = +1 and -1, written so that XLA fuses them into the
+                # reduction instead of materialising a (K,) "rest" array: one pass over the
+                # overlaps to decide, one to update.
+                plus = overlaps + column * (1.0 - current)
+                minus = overlaps - column * (1.0 + current)
+                new = _sign_or_keep(separation.gap(plus, minus, scale), current)
+                new = jnp.where(clamped[i], current, new)
+                return (sigma.at[i].set(new), overlaps + column * (new - current)), None
 
             # Overlaps are recomputed each sweep so real-valued memories cannot drift.
             (new_state, _), _ = jax.lax.scan(update, (state, memories @ state), order)

@@ -10,6 +10,8 @@ States are single examples (shape `(N,)`); batch with `jax.vmap`.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -65,9 +67,11 @@ class LogSumExpEnergy(AbstractEnergy):
     Args:
         beta: inverse temperature.
         chunk_size: if set (and dividing K), the memories are visited in chunks of this many
-            rows inside a `lax.map`, with each chunk's scores recomputed in the backward pass
-            (`jax.checkpoint`): a batch of queries against 10^6 memories never holds the full
-            (batch, K) score matrix.
+            rows with an online (running-max) log-sum-exp, so a batch of queries against 10^6
+            memories never holds the full (batch, K) score matrix. The same pass accumulates
+            the softmax-weighted memory Xi^T softmax(beta Xi x), which is the state gradient,
+            so `jax.grad` costs two matmuls per chunk, as the hand-written update does. This
+            path has a custom VJP: reverse mode only (no `jax.jvp`).
     """
 
     beta: float = eqx.field(static=True, default=1.0)
@@ -84,10 +88,55 @@ class LogSumExpEnergy(AbstractEnergy):
         else:
             if num % self.chunk_size:
                 raise ValueError(f"`chunk_size` ({self.chunk_size}) must divide the number of memories ({num}).")
-            chunks = memories.reshape(num // self.chunk_size, self.chunk_size, memories.shape[1])
-            per_chunk = jax.checkpoint(lambda m: jax.nn.logsumexp(self.beta * (m @ state)))
-            lse = jax.nn.logsumexp(jax.lax.map(per_chunk, chunks))
+            lse = _chunked_logsumexp(state, memories, self.beta, self.chunk_size)
         return -lse / self.beta + 0.5 * jnp.dot(state, state)
+
+
+def _online_logsumexp(state, memories, beta, chunk_size):
+    """log sum_mu exp(beta xi^mu . x) and Xi^T softmax(beta Xi x), one pass over chunks of
+    memories (Milakov & Gimelshein 2018 online softmax)."""
+    num, dim = memories.shape
+    chunks = memories.reshape(num // chunk_size, chunk_size, dim)
+
+    def visit(carry, chunk):
+        running_max, total, weighted = carry
+        scores = beta * (chunk @ state)
+        new_max = jnp.maximum(running_max, jnp.max(scores))
+        decay = jnp.exp(running_max - new_max)  # 0 on the first chunk (running_max = -inf)
+        weights = jnp.exp(scores - new_max)
+        return (new_max, total * decay + jnp.sum(weights), weighted * decay + weights @ chunk), None
+
+    init = (jnp.asarray(-jnp.inf, state.dtype), jnp.zeros((), state.dtype), jnp.zeros_like(state))
+    (running_max, total, weighted), _ = jax.lax.scan(visit, init, chunks)
+    return running_max + jnp.log(total), weighted / total
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _chunked_logsumexp(state, memories, beta, chunk_size):
+    return _online_logsumexp(state, memories, beta, chunk_size)[0]
+
+
+def _chunked_logsumexp_fwd(state, memories, beta, chunk_size):
+    lse, mean = _online_logsumexp(state.value, memories.value, beta, chunk_size)
+    # The memories' cotangent needs the (K,) softmax again; keep what to recompute it from
+    # only when the memories are being differentiated.
+    kept = memories.value if memories.perturbed else None
+    return lse, (state.value, kept, lse, mean)
+
+
+def _chunked_logsumexp_bwd(beta, chunk_size, residuals, cotangent):
+    state, memories, lse, mean = residuals
+    # d lse / dx = beta Xi^T softmax(beta Xi x); d lse / d xi^mu = beta softmax_mu x.
+    d_state = cotangent * beta * mean
+    if memories is None:
+        return d_state, None
+    num, dim = memories.shape
+    chunks = memories.reshape(num // chunk_size, chunk_size, dim)
+    weights = jax.lax.map(lambda chunk: jnp.exp(beta * (chunk @ state) - lse), chunks).reshape(num)
+    return d_state, (cotangent * beta) * weights[:, None] * state[None, :]
+
+
+_chunked_logsumexp.defvjp(_chunked_logsumexp_fwd, _chunked_logsumexp_bwd, symbolic_zeros=True)
 
 
 class GaussianKernelEnergy(AbstractEnergy):

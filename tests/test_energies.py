@@ -134,5 +134,20 @@ def test_chunked_lse_equals_unchunked(key):
     full, chunked = jm.LogSumExpEnergy(2.0), jm.LogSumExpEnergy(2.0, chunk_size=16)
     np.testing.assert_allclose(chunked(x, xi), full(x, xi), rtol=1e-5)
     np.testing.assert_allclose(jax.grad(chunked)(x, xi), jax.grad(full)(x, xi), rtol=1e-5, atol=1e-6)
+    # the custom VJP: memories' cotangent, vmap over queries, and reverse over reverse (H v)
+    np.testing.assert_allclose(jax.grad(chunked, 1)(x, xi), jax.grad(full, 1)(x, xi), rtol=1e-5, atol=1e-6)
+    queries = jax.random.normal(jax.random.key(2), (5, 10))
+    np.testing.assert_allclose(
+        jax.vmap(jax.grad(chunked), (0, None))(queries, xi),
+        jax.vmap(jax.grad(full), (0, None))(queries, xi),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    v = jnp.arange(10.0) / 10
+
+    def hvp(energy):
+        return jax.grad(lambda y: jnp.vdot(jax.grad(energy)(y, xi), v))(x)
+
+    np.testing.assert_allclose(hvp(chunked), hvp(full), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="chunk_size"):
         jm.LogSumExpEnergy(2.0, chunk_size=10)(x, xi)
