@@ -10,6 +10,7 @@ from . import separation as separation
 from . import two_layer as two_layer
 from .dynamics import AbstractSolver as AbstractSolver
 from .dynamics import AsyncBinary as AsyncBinary
+from .dynamics import EulerFlow as EulerFlow
 from .dynamics import GradientDescent as GradientDescent
 from .dynamics import Solution as Solution
 from .dynamics import SyncBinary as SyncBinary

@@ -16,6 +16,12 @@
   descent method, kept for comparison).
 - `GradientDescent`: x <- x - step_size * grad E(x) for continuous states (`jax.grad`). With
   `LogSumExpEnergy` and step_size = 1 this is the modern Hopfield update (I1).
+- `EulerFlow`: explicit Euler on the energy's own neuron dynamics, x <- x + dt * dx/dt with
+  dx/dt = `energy.velocity(x, memories)` (- grad E by default; - dE/dg for networks written over
+  activations, such as `jamem.hierarchical`).
+
+`memories` is normally the (K, N) matrix of stored patterns; an energy whose parameters are not
+one matrix (a hierarchical network, say) takes any pytree there instead.
 
 With `tol=None` the solver runs exactly `steps` steps in a `lax.scan` (differentiable); with a
 `tol` it runs in a `lax.while_loop` until the largest change in one step is <= tol (for binary
@@ -30,7 +36,7 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ._checks import as_float_array, check_binary, check_feature_dims, check_positive, is_concrete
 from .energies import DenseEnergy
@@ -168,6 +174,26 @@ class GradientDescent(AbstractSolver):
         return new, jnp.max(jnp.abs(new - state))
 
 
+class EulerFlow(AbstractSolver):
+    """x <- x + dt * dx/dt with dx/dt = `energy.velocity(x, memories)` when the energy defines
+    it (the neuron dynamics tau dx/dt = - dE/dg of Krotov 2021, D1), else - grad E. Clamped
+    coordinates (mask True) never move. Take dt at most the smallest time constant."""
+
+    dt: float = 0.1
+
+    def __check_init__(self):
+        check_positive(self.dt, name="dt")
+
+    def step(self, energy, state, memories, clamped, key):
+        del key
+        if hasattr(energy, "velocity"):
+            velocity = energy.velocity(state, memories)
+        else:
+            velocity = -jax.grad(energy)(state, memories)
+        new = jnp.where(clamped, state, state + self.dt * velocity)
+        return new, jnp.max(jnp.abs(new - state))
+
+
 # ---------------------------------------------------------------------------------------------
 # Driver
 
@@ -230,10 +256,15 @@ def _run(step, energy_of, x0, *, steps, tol, save_every, key):
     return final, t, converged, states, energies
 
 
+def _is_matrix_like(memories) -> bool:
+    """Arrays, nested lists and None take the (K, N) path (and its error messages)."""
+    return memories is None or isinstance(memories, list) or hasattr(memories, "dtype")
+
+
 def retrieve(
     energy,
     x0: Float[Array, " N"],
-    memories: Float[Array, "K N"],
+    memories: Float[Array, "K N"] | PyTree,
     *,
     solver: AbstractSolver | None = None,
     steps: int = 100,
@@ -247,8 +278,10 @@ def retrieve(
     Args:
         energy: E(state, memories) -> scalar: a `jamem.energies` module or any pure function.
         x0: the query, shape (N,); +-1 entries for binary solvers. Batch with `jax.vmap`.
-        memories: shape (K, N).
-        solver: `AsyncBinary()`, `SyncBinary()` or `GradientDescent(step_size)` (the default).
+        memories: shape (K, N), or any pytree of parameters the energy takes (checked by the
+            energy, not here).
+        solver: `AsyncBinary()`, `SyncBinary()`, `GradientDescent(step_size)` (the default) or
+            `EulerFlow(dt)`.
         steps: the most steps (sweeps for binary solvers) to take.
         tol: None runs exactly `steps` steps (lax.scan); a number stops once the largest change
             of one step is <= tol (lax.while_loop). Binary solvers default to tol = 0: stop at
@@ -264,13 +297,19 @@ def retrieve(
     solver = GradientDescent() if solver is None else solver
     if not isinstance(solver, AbstractSolver):
         raise TypeError(
-            f"`solver` must be a jamem solver (AsyncBinary, SyncBinary, GradientDescent), got {type(solver).__name__}."
+            f"`solver` must be a jamem solver (AsyncBinary, SyncBinary, GradientDescent, EulerFlow), "
+            f"got {type(solver).__name__}."
         )
     if not callable(energy):
         raise TypeError(f"`energy` must be a callable E(state, memories), got {type(energy).__name__}.")
     x0 = as_float_array(x0, name="x0", ndim=1)
-    memories = as_float_array(memories, name="memories", ndim=2)
-    check_feature_dims(x0, memories)
+    if _is_matrix_like(memories):
+        memories = as_float_array(memories, name="memories", ndim=2)
+        check_feature_dims(x0, memories)
+    elif not any(eqx.is_array(leaf) for leaf in jax.tree_util.tree_leaves(memories)):
+        raise TypeError(
+            f"`memories` must be a (K, N) array or a pytree holding the energy's arrays, got {type(memories).__name__}."
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
     if save_every is not None:

@@ -27,6 +27,12 @@ class AbstractEnergy(eqx.Module):
     def __call__(self, state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Float[Array, ""]:
         raise NotImplementedError
 
+    def velocity(self, state: Float[Array, " N"], memories) -> Float[Array, " N"]:
+        """The neuron dynamics dx/dt that `jamem.EulerFlow` integrates: - grad E (gradient
+        flow) unless an energy written over activations overrides it with - dE/dg (Krotov 2021,
+        arXiv:2107.06446), which also never increases E."""
+        return -jax.grad(self)(state, memories)
+
 
 class DenseEnergy(AbstractEnergy):
     """Dense Associative Memory energy (Krotov & Hopfield 2016, arXiv:1606.01164, eq. 2; A1):

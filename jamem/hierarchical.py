@@ -17,14 +17,16 @@ the feedback terms W_s^T coming from `jax.grad` of the synapse energies, and
 
     dE/dt = - sum_l tau_l (dx_l/dt) . Hess L_l (dx_l/dt) <= 0
 
-for convex Lagrangians. `settle` integrates them with explicit Euler in a `lax.scan`, keeping
-observed neurons clamped (a boolean mask per layer): pattern completion. With two layers, one
+for convex Lagrangians. `settle` integrates them through the core `jamem.retrieve` (solver
+`EulerFlow`, energy `NetworkEnergy` of the concatenated layer states), keeping observed neurons
+clamped (a boolean mask per layer): pattern completion. With two layers, one
 dense synapse Xi, identity features and a softmax hidden layer this is model B of Krotov &
 Hopfield 2020 (`jamem.two_layer`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -34,6 +36,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from ._checks import as_float_array, check_positive
+from .dynamics import EulerFlow, retrieve
+from .energies import AbstractEnergy
 from .lagrangians import AbstractLagrangian
 
 
@@ -263,6 +267,25 @@ class HierarchicalNetwork(eqx.Module):
         """The all-zero network state."""
         return tuple(jnp.zeros(n) for n in self.sizes)
 
+    def split(self, flat: Float[Array, " D"]) -> tuple[Float[Array, " _n"], ...]:
+        """The layer states of a concatenated state vector (the inverse of `jnp.concatenate`)."""
+        if flat.shape != (sum(self.sizes),):
+            raise ValueError(f"a flat network state has shape ({sum(self.sizes)},), got {tuple(flat.shape)}.")
+        return tuple(jnp.split(flat, list(itertools.accumulate(self.sizes[:-1]))))
+
+
+class NetworkEnergy(AbstractEnergy):
+    """The network energy (D1) as a `jamem` energy of a flat state, the concatenation of the layer
+    states; the `memories` argument is the `HierarchicalNetwork` itself. Its `velocity` is the
+    neuron dynamics - dE/dg / tau, so `jamem.retrieve(NetworkEnergy(), flat, network,
+    solver=jamem.EulerFlow(dt))` runs the network."""
+
+    def __call__(self, state, memories):
+        return memories.energy(memories.split(state))
+
+    def velocity(self, state, memories):
+        return jnp.concatenate(memories.velocity(memories.split(state)))
+
 
 class Settled(eqx.Module):
     """The result of `settle`.
@@ -291,12 +314,14 @@ def settle(
     save_every: int | None = None,
     save_states: bool = False,
 ) -> Settled:
-    """Run the network dynamics (D1) with explicit Euler in a `lax.scan`,
+    """Run the network dynamics (D1) with explicit Euler,
 
         x_l <- x_l + (dt / tau_l) (input_l - x_l),
 
     all layers from the same (old) state, clamped neurons (mask True) held at their values in
-    `states0`. Differentiable end to end (train through it); batch with `jax.vmap`.
+    `states0`. This is `jamem.retrieve(NetworkEnergy(), concatenated states0, network,
+    solver=EulerFlow(dt), steps=steps, mask=..., save_every=...)`, a `lax.scan`: differentiable
+    end to end (train through it); batch with `jax.vmap`.
 
     Args:
         network: a `HierarchicalNetwork`.
@@ -340,19 +365,22 @@ def settle(
     if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1 or steps % save_every:
         raise ValueError(f"`save_every` must be a positive integer dividing `steps` ({steps}), got {save_every!r}.")
 
-    def one(states, _):
-        vel = network.velocity(states)
-        new = tuple(x + dt * v for x, v in zip(states, vel))
-        new = tuple(x if c is None else jnp.where(c, x0, x) for x, x0, c in zip(new, states0, clamps))
-        return new, None
-
-    def chunk(states, _):
-        states, _ = jax.lax.scan(one, states, None, length=save_every)
-        return states, (network.energy(states), states if save_states else None)
-
-    final, (energies, saved) = jax.lax.scan(chunk, states0, None, length=steps // save_every)
-    energies = jnp.concatenate([network.energy(states0)[None], energies])
+    clamped = jnp.concatenate([jnp.zeros(x.shape, bool) if c is None else c for x, c in zip(states0, clamps)])
+    solution = retrieve(
+        NetworkEnergy(),
+        jnp.concatenate(states0),
+        network,
+        solver=EulerFlow(dt),
+        steps=steps,
+        mask=clamped,
+        save_every=save_every,
+    )
     trajectory = None
     if save_states:
-        trajectory = tuple(jnp.concatenate([x0[None], s]) for x0, s in zip(states0, saved))
-    return Settled(states=final, energy=energies[-1], energies=energies, trajectory=trajectory)
+        trajectory = tuple(jnp.split(solution.trajectory, list(itertools.accumulate(network.sizes[:-1])), axis=1))
+    return Settled(
+        states=network.split(solution.state),
+        energy=solution.energy,
+        energies=solution.trajectory_energy,
+        trajectory=trajectory,
+    )

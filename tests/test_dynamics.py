@@ -242,6 +242,28 @@ def test_nan_inputs_raise():
         jm.retrieve(jm.LogSumExpEnergy(), jnp.ones(2), jnp.array([[1.0, jnp.inf]]))
 
 
+def test_euler_flow_follows_the_energy_velocity(key):
+    """EulerFlow with the default velocity (- grad E) is GradientDescent; an energy with its own
+    velocity and pytree parameters is integrated with that velocity."""
+    xi = jax.random.normal(key, (5, 6))
+    x0 = xi[2] + 0.3
+    a = jm.retrieve(jm.LogSumExpEnergy(3.0), x0, xi, solver=jm.EulerFlow(0.2), steps=9)
+    b = jm.retrieve(jm.LogSumExpEnergy(3.0), x0, xi, solver=jm.GradientDescent(0.2), steps=9)
+    np.testing.assert_allclose(a.state, b.state, rtol=1e-6, atol=1e-7)
+
+    class Preconditioned(jm.AbstractEnergy):
+        def __call__(self, state, params):
+            return 0.5 * jnp.sum(params["scale"] * (state - params["target"]) ** 2)
+
+        def velocity(self, state, params):
+            return params["target"] - state  # - grad E / scale: descends E for a positive scale
+
+    params = {"scale": jnp.linspace(1.0, 3.0, 6), "target": xi[0]}
+    sol = jm.retrieve(Preconditioned(), x0, params, solver=jm.EulerFlow(0.5), steps=4, save_every=1)
+    np.testing.assert_allclose(sol.state, xi[0] + 0.5**4 * (x0 - xi[0]), rtol=1e-5, atol=1e-6)
+    assert np.all(np.diff(np.asarray(sol.trajectory_energy)) < 0)
+
+
 def test_bad_options_raise():
     xi, x = jnp.ones((2, 4)), jnp.ones(4)
     with pytest.raises(ValueError, match="steps"):
@@ -258,3 +280,7 @@ def test_bad_options_raise():
         jm.GradientDescent(-1.0)
     with pytest.raises(TypeError, match="solver"):
         jm.retrieve(E, x, xi, solver="async")
+    with pytest.raises(ValueError, match="dt"):
+        jm.EulerFlow(0.0)
+    with pytest.raises(TypeError, match="memories"):
+        jm.retrieve(E, x, {"weights": "none"})

@@ -99,3 +99,23 @@ def test_bad_inputs_raise_clear_errors():
         hm.settle(net, net.zeros(), dt=2.0)
     with pytest.raises(ValueError, match="`save_every`"):
         hm.settle(net, net.zeros(), steps=10, save_every=4)
+
+
+def test_network_runs_through_core_retrieve_until_it_settles():
+    """`settle` is `jamem.retrieve` on the flat state; with a `tol` the core while_loop stops at a
+    fixed point of the network dynamics (velocity about 0)."""
+    import jamem as jm
+
+    net = _conv_net(jax.random.key(3))
+    states0 = (jax.random.normal(jax.random.key(4), (36,)), jnp.zeros(32), jnp.zeros(5))
+    flat0 = jnp.concatenate(states0)
+    via_settle = hm.settle(net, states0, dt=0.1, steps=40)
+    via_retrieve = jm.retrieve(hm.NetworkEnergy(), flat0, net, solver=jm.EulerFlow(0.1), steps=40)
+    np.testing.assert_allclose(jnp.concatenate(via_settle.states), via_retrieve.state, rtol=1e-6, atol=1e-6)
+    settled = jm.retrieve(hm.NetworkEnergy(), flat0, net, solver=jm.EulerFlow(0.1), steps=5000, tol=1e-6)
+    assert bool(settled.converged) and int(settled.num_steps) < 5000
+    speed = jnp.concatenate(net.velocity(net.split(settled.state)))
+    assert float(jnp.max(jnp.abs(speed))) < 1e-4
+    assert float(settled.energy) < float(hm.NetworkEnergy()(flat0, net))
+    with pytest.raises(ValueError, match="flat network state"):
+        net.split(jnp.zeros(10))
