@@ -37,6 +37,32 @@ def dense_am_attack_target(path: Path):
     return scores, loss, history.rows[-1]["test_error"], confidence
 
 
+def cross_entropy(out, label):
+    return optax.softmax_cross_entropy_with_integer_labels(out, label)
+
+
+def load_targets(models: Path, degrees, train_data, test_data, *, mlp_hidden: int, mlp_epochs: int) -> dict:
+    """name -> (outputs_fn, loss_fn, clean test error, confidence_fn) for each trained DenseAM
+    `<models>/mnist_n<n>.ckpt` found, plus a ReLU MLP trained here (fixed seeds)."""
+    targets = {}
+    for degree in degrees:
+        path = models / f"mnist_n{degree}.ckpt"
+        if path.is_file():
+            targets[f"n={degree}"] = dense_am_attack_target(path)
+        else:
+            print(f"skipping n = {degree}: no {path}")
+    mlp, _ = train.fit_softmax(
+        ReLUMLP(num_hidden=mlp_hidden, key=jax.random.key(0)),
+        train_data,
+        epochs=mlp_epochs,
+        optimizer=optax.adam(1e-3),
+        key=jax.random.key(1),
+    )
+    mlp_error = float(jnp.mean(jnp.argmax(mlp.batch_logits(jnp.asarray(test_data[0])), -1) != test_data[1]))
+    targets["ReLU MLP"] = (mlp.batch_logits, cross_entropy, mlp_error, jax.nn.softmax)
+    return targets
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="results/mnist_k400")
@@ -55,26 +81,14 @@ def main(argv=None):
     test_images, test_labels = data.load("mnist", split="test", data_dir=args.data_dir)
     train_images, train_labels = data.load("mnist", split="train", data_dir=args.data_dir)
 
-    targets = {}
-    for degree in [int(d) for d in args.degrees.split(",")]:
-        path = Path(args.models) / f"mnist_n{degree}.ckpt"
-        if path.is_file():
-            targets[f"n={degree}"] = dense_am_attack_target(path)
-        else:
-            print(f"skipping n = {degree}: no {path}")
-    mlp, _ = train.fit_softmax(
-        ReLUMLP(num_hidden=args.mlp_hidden, key=jax.random.key(0)),
+    targets = load_targets(
+        Path(args.models),
+        [int(d) for d in args.degrees.split(",")],
         (train_images, train_labels),
-        epochs=args.mlp_epochs,
-        optimizer=optax.adam(1e-3),
-        key=jax.random.key(1),
+        (test_images, test_labels),
+        mlp_hidden=args.mlp_hidden,
+        mlp_epochs=args.mlp_epochs,
     )
-
-    def cross_entropy(out, label):
-        return optax.softmax_cross_entropy_with_integer_labels(out, label)
-
-    mlp_error = float(jnp.mean(jnp.argmax(mlp.batch_logits(jnp.asarray(test_images)), -1) != test_labels))
-    targets["ReLU MLP"] = (mlp.batch_logits, cross_entropy, mlp_error, jax.nn.softmax)
     predictors = {name: jax.jit(lambda x, f=f: jnp.argmax(f(x), -1)) for name, (f, *_) in targets.items()}
 
     pool = jnp.asarray(test_images[: 4 * args.images]), jnp.asarray(test_labels[: 4 * args.images])

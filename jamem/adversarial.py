@@ -11,6 +11,8 @@ DenseAM classifier's `batch_scores` or its tanh outputs, an MLP's logits), and a
   so `step_size` is the most any pixel moves per step.
 - `fgsm`, `pgd`: one signed step of size epsilon; projected signed steps inside the L-infinity
   ball of radius epsilon, from a random start.
+- `spsa`: a gradient-free L-infinity attack (finite differences along random directions), the
+  check that PGD's numbers are not an artefact of gradient masking.
 - `rubbish_images`: targeted descent from noise.
 - `transfer_matrix`: images made on one model, the fraction misclassified by each model.
 
@@ -175,6 +177,70 @@ def _pgd(outputs_fn, loss_fn, images, labels, epsilon, step_size, steps, key):
         return project(x + step_size * jnp.sign(grad_fn(x, labels))), None
 
     return jax.lax.scan(step, start, None, length=steps)[0]
+
+
+def spsa(
+    outputs_fn: OutputsFn,
+    images: Float[Array, "B N"],
+    labels: Int[Array, " B"],
+    *,
+    epsilon: float | int,
+    key: PRNGKeyArray,
+    steps: int = 100,
+    samples: int = 64,
+    perturbation: float | int = 0.01,
+    step_size: float | int | None = None,
+) -> AttackResult:
+    """A gradient-free L-infinity attack (SPSA, Uesato et al. 2018, arXiv:1802.05666): it only
+    evaluates `outputs_fn`, so it is not fooled by gradients that vanish or mislead (gradient
+    masking, e.g. saturated tanh outputs at high n). Robust accuracy under SPSA well below that
+    under `pgd` means PGD was masked.
+
+    Each step estimates the gradient of the margin max_{j != y} o_j - o_y from `samples` random
+    +-1 directions v, as mean[(m(x + d v) - m(x - d v)) / (2 d) v] with d = `perturbation`, then
+    takes a signed step (default 2.5 epsilon / steps) projected onto the ball and [-1, 1]. An
+    image counts as broken at the first step its prediction is wrong; that image is returned.
+    """
+    images = _check_images(images)
+    labels = _check_labels(labels, images.shape[0])
+    epsilon = _check_epsilon(epsilon)
+    check_degree(steps, name="steps")
+    check_degree(samples, name="samples")
+    if not perturbation > 0:
+        raise ValueError(f"`perturbation` must be > 0, got {perturbation}.")
+    step_size = 2.5 * epsilon / steps if step_size is None else float(step_size)
+    return _spsa(outputs_fn, images, labels, epsilon, step_size, steps, samples, float(perturbation), key)
+
+
+@eqx.filter_jit
+def _spsa(outputs_fn, images, labels, epsilon, step_size, steps, samples, perturbation, key):
+    batch, dim = images.shape
+    others = 1.0 - jax.nn.one_hot(labels, _single(outputs_fn, images[0]).shape[-1])
+
+    def margins(x, repeat):  # x: (B * repeat, N), each image's rows consecutive
+        out = outputs_fn(x)
+        mask = jnp.repeat(others, repeat, axis=0)
+        own = jnp.sum(out * (1.0 - mask), axis=-1)
+        return jnp.max(jnp.where(mask > 0, out, -jnp.inf), axis=-1) - own
+
+    def project(x):
+        return jnp.clip(jnp.clip(x, images - epsilon, images + epsilon), -1.0, 1.0)
+
+    def step(carry, k):
+        x, best, success, taken = carry
+        v = jax.random.rademacher(k, (batch, samples, dim), dtype=x.dtype)
+        probes = jnp.concatenate([x[:, None] + perturbation * v, x[:, None] - perturbation * v], axis=1)
+        m = margins(probes.reshape(-1, dim), 2 * samples).reshape(batch, 2 * samples)
+        slope = (m[:, :samples] - m[:, samples:]) / (2 * perturbation)
+        grad = jnp.einsum("bs,bsn->bn", slope, v) / samples
+        x = project(x + step_size * jnp.sign(grad))
+        broken = margins(x, 1) > 0
+        new = broken & ~success
+        return (x, jnp.where(new[:, None], x, best), success | broken, taken + ~success), None
+
+    init = (images, images, jnp.zeros(batch, bool), jnp.zeros(batch, jnp.int32))
+    (x, best, success, taken), _ = jax.lax.scan(step, init, jax.random.split(key, steps))
+    return AttackResult(images=jnp.where(success[:, None], best, x), success=success, steps=taken)
 
 
 def rubbish_images(

@@ -76,6 +76,27 @@ def test_fgsm_and_pgd_respect_the_ball_and_raise_the_loss(mlp_and_data):
     np.testing.assert_array_equal(unchanged, x)
 
 
+def test_spsa_breaks_a_gradient_masked_model(mlp_and_data):
+    """A model whose input gradient is zero (the logits behind stop_gradient) stops PGD cold; the
+    gradient-free SPSA still flips most labels, inside the ball, with `success` telling the truth."""
+    model, x, y = mlp_and_data
+
+    def masked(images):
+        return model.batch_logits(jax.lax.stop_gradient(images))
+
+    eps = 1.0  # PGD on the unmasked model breaks every image at this radius
+    pgd_images = adv.pgd(masked, x, y, loss_fn=cross_entropy, epsilon=eps, steps=20, key=jax.random.key(0))
+    pgd_broken = float(jnp.mean(jnp.argmax(masked(pgd_images), -1) != y))
+    result = adv.spsa(masked, x, y, epsilon=eps, steps=20, samples=16, key=jax.random.key(1))
+    assert float(jnp.max(jnp.abs(result.images - x))) <= eps + 1e-6
+    assert float(jnp.max(jnp.abs(result.images))) <= 1.0
+    np.testing.assert_array_equal(jnp.argmax(masked(result.images), -1) != y, result.success)
+    assert float(jnp.mean(result.success)) > 0.8 > pgd_broken + 0.3, (float(jnp.mean(result.success)), pgd_broken)
+    assert bool(jnp.all(result.steps[result.success] <= 20))
+    with pytest.raises(ValueError, match="perturbation"):
+        adv.spsa(masked, x, y, epsilon=eps, perturbation=0.0, key=jax.random.key(1))
+
+
 def test_attack_on_a_small_dense_am(mlp_and_data):
     images, labels = _toy_data()
     model, _ = train.fit(train.TrainConfig(epochs=5, **TOY), (images, labels), progress=False)

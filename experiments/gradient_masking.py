@@ -1,0 +1,120 @@
+"""Is PGD's robustness at high n real, or gradient masking? PGD against margin PGD and the
+gradient-free SPSA.
+
+    python experiments/gradient_masking.py --models results/mnist_k400 --degrees 2,3,8,20,30
+
+At large n the DenseAM outputs saturate and input gradients can vanish, so a gradient attack may
+report robustness that is not there (Athalye et al. 2018). SPSA (Uesato et al. 2018) estimates the
+gradient from output values only. For every model (the DenseAMs of `experiments/mnist_dam.py` and
+the ReLU MLP baseline, as in `experiments/adversarial.py`) and every epsilon, the robust accuracy
+on the same correctly-classified test images under PGD on the training loss, PGD on the margin
+loss (no saturating output in its gradient), SPSA, and all together (an image counts as robust
+only if no attack breaks it). Writes
+`<out>/gradient_masking.json` and a plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from adversarial import load_targets  # noqa: E402  (experiments/adversarial.py)
+
+from jamem import adversarial as adv  # noqa: E402
+from jamem import data, plots  # noqa: E402
+from jamem.provenance import save_json  # noqa: E402
+
+
+def margin_loss(outputs, label):
+    """max_{j != y} o_j - o_y (Carlini & Wagner 2017): no saturating tanh or softmax in its gradient."""
+    others = jnp.where(jax.nn.one_hot(label, outputs.shape[-1]) > 0, -jnp.inf, outputs)
+    return jnp.max(others) - outputs[label]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="results/mnist_k400")
+    parser.add_argument("--degrees", default="2,3,8,20,30")
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--epsilons", default="0.1,0.2,0.3")
+    parser.add_argument("--pgd-steps", type=int, default=40)
+    parser.add_argument("--spsa-steps", type=int, default=60)
+    parser.add_argument("--spsa-samples", type=int, default=32)
+    parser.add_argument("--mlp-hidden", type=int, default=400)
+    parser.add_argument("--mlp-epochs", type=int, default=10)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results/adversarial")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    epsilons = [float(e) for e in args.epsilons.split(",")]
+    test = data.load("mnist", split="test", data_dir=args.data_dir)
+    train_data = data.load("mnist", split="train", data_dir=args.data_dir)
+    targets = load_targets(
+        Path(args.models),
+        [int(d) for d in args.degrees.split(",")],
+        train_data,
+        test,
+        mlp_hidden=args.mlp_hidden,
+        mlp_epochs=args.mlp_epochs,
+    )
+    pool_x, pool_y = jnp.asarray(test[0][: 4 * args.images]), jnp.asarray(test[1][: 4 * args.images])
+    table = {}
+    for name, (outputs, loss, *_) in targets.items():
+        predict = jax.jit(lambda x, f=outputs: jnp.argmax(f(x), -1))
+        correct = np.flatnonzero(np.asarray(predict(pool_x) == pool_y))[: args.images]
+        x, y = pool_x[correct], pool_y[correct]
+        rows = []
+        for eps in epsilons:
+            pgd_x = adv.pgd(outputs, x, y, loss_fn=loss, epsilon=eps, steps=args.pgd_steps, key=jax.random.key(3))
+            pgd_ok = np.asarray(predict(pgd_x) == y)
+            margin_x = adv.pgd(
+                outputs, x, y, loss_fn=margin_loss, epsilon=eps, steps=args.pgd_steps, key=jax.random.key(4)
+            )
+            margin_ok = np.asarray(predict(margin_x) == y)
+            spsa = adv.spsa(
+                outputs, x, y, epsilon=eps, steps=args.spsa_steps, samples=args.spsa_samples, key=jax.random.key(5)
+            )
+            spsa_ok = ~np.asarray(spsa.success)
+            rows.append(
+                dict(
+                    epsilon=eps,
+                    pgd=float(pgd_ok.mean()),
+                    pgd_margin=float(margin_ok.mean()),
+                    spsa=float(spsa_ok.mean()),
+                    all_attacks=float((pgd_ok & margin_ok & spsa_ok).mean()),
+                    broken_by_spsa_only=float((pgd_ok & margin_ok & ~spsa_ok).mean()),
+                )
+            )
+            print(name, rows[-1], flush=True)
+        table[name] = dict(images=int(len(correct)), rows=rows)
+
+    save_json(
+        out / "gradient_masking.json",
+        dict(
+            description="robust accuracy on correctly classified test images: PGD on the training loss "
+            "(gradient, random start), PGD on the margin loss, SPSA (gradient-free), all_attacks (robust to "
+            "each); 'broken_by_spsa_only' > 0 is a sign of gradient masking",
+            table=table,
+            settings=vars(args),
+        ),
+        argv=argv,
+    )
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4), sharey=True)
+    for ax, attack in zip(axes, ("pgd", "pgd_margin", "spsa", "all_attacks")):
+        for name, entry in table.items():
+            ax.plot(epsilons, [r[attack] for r in entry["rows"]], "o-", label=name)
+        ax.set(title=f"robust accuracy: {attack}", xlabel="epsilon (L-inf, pixels in [-1, 1])")
+    axes[0].set_ylabel("accuracy")
+    axes[1].legend()
+    plots.save_figure(fig, out / "gradient_masking.png")
+
+
+if __name__ == "__main__":
+    main()
