@@ -32,12 +32,6 @@ from jamem import data, plots  # noqa: E402
 from jamem.provenance import save_json  # noqa: E402
 
 
-def margin_loss(outputs, label):
-    """max_{j != y} o_j - o_y (Carlini & Wagner 2017): no saturating tanh or softmax in its gradient."""
-    others = jnp.where(jax.nn.one_hot(label, outputs.shape[-1]) > 0, -jnp.inf, outputs)
-    return jnp.max(others) - outputs[label]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="results/mnist_k400")
@@ -75,7 +69,7 @@ def main(argv=None):
             pgd_x = adv.pgd(outputs, x, y, loss_fn=loss, epsilon=eps, steps=args.pgd_steps, key=jax.random.key(3))
             pgd_ok = np.asarray(predict(pgd_x) == y)
             margin_x = adv.pgd(
-                outputs, x, y, loss_fn=margin_loss, epsilon=eps, steps=args.pgd_steps, key=jax.random.key(4)
+                outputs, x, y, loss_fn=adv.margin_loss, epsilon=eps, steps=args.pgd_steps, key=jax.random.key(4)
             )
             margin_ok = np.asarray(predict(margin_x) == y)
             spsa = adv.spsa(

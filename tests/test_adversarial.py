@@ -76,6 +76,14 @@ def test_fgsm_and_pgd_respect_the_ball_and_raise_the_loss(mlp_and_data):
     np.testing.assert_array_equal(unchanged, x)
 
 
+def test_margin_loss_is_positive_exactly_when_misclassified():
+    outputs = jnp.array([[0.1, 2.0, -1.0], [3.0, 1.0, 0.5], [1.0, 1.0, 0.0]])
+    labels = jnp.array([1, 1, 0])
+    np.testing.assert_allclose(jax.vmap(adv.margin_loss)(outputs, labels), [-1.9, 2.0, 0.0], rtol=1e-6)
+    grad = jax.grad(adv.margin_loss)(outputs[0], labels[0])
+    np.testing.assert_array_equal(grad, [1.0, -1.0, 0.0])
+
+
 def test_spsa_breaks_a_gradient_masked_model(mlp_and_data):
     """A model whose input gradient is zero (the logits behind stop_gradient) stops PGD cold; the
     gradient-free SPSA still flips most labels, inside the ball, with `success` telling the truth."""
