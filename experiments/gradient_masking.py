@@ -94,7 +94,8 @@ def main(argv=None):
         dict(
             description="robust accuracy on correctly classified test images: PGD on the training loss "
             "(gradient, random start), PGD on the margin loss, SPSA (gradient-free), all_attacks (robust to "
-            "each); 'broken_by_spsa_only' > 0 is a sign of gradient masking",
+            "each); 'broken_by_spsa_only' > 0 is a sign of gradient masking. PGD is scored on its last "
+            "iterate, SPSA on the first misclassified iterate (a genuine adversarial image in the ball)",
             table=table,
             settings=vars(args),
         ),

@@ -36,6 +36,7 @@ from typing import Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ._checks import as_float_array, check_binary, check_feature_dims, check_positive, is_concrete
@@ -177,7 +178,8 @@ class GradientDescent(AbstractSolver):
 class EulerFlow(AbstractSolver):
     """x <- x + dt * dx/dt with dx/dt = `energy.velocity(x, memories)` when the energy defines
     it (the neuron dynamics tau dx/dt = - dE/dg of Krotov 2021, D1), else - grad E. Clamped
-    coordinates (mask True) never move. Take dt at most the smallest time constant."""
+    coordinates (mask True) never move. For neuron dynamics take dt at most the smallest time
+    constant; for - grad E this is `GradientDescent(dt)`."""
 
     dt: float = 0.1
 
@@ -257,8 +259,16 @@ def _run(step, energy_of, x0, *, steps, tol, save_every, key):
 
 
 def _is_matrix_like(memories) -> bool:
-    """Arrays, nested lists and None take the (K, N) path (and its error messages)."""
-    return memories is None or isinstance(memories, list) or hasattr(memories, "dtype")
+    """Arrays, None and nested lists / tuples of numbers take the (K, N) path (and its error
+    messages); anything else is a pytree of the energy's parameters."""
+    if memories is None or hasattr(memories, "dtype"):
+        return True
+    if isinstance(memories, (list, tuple)):
+        try:
+            return np.asarray(memories).dtype.kind in "biuf"
+        except (TypeError, ValueError):
+            return False
+    return False
 
 
 def retrieve(
@@ -306,10 +316,18 @@ def retrieve(
     if _is_matrix_like(memories):
         memories = as_float_array(memories, name="memories", ndim=2)
         check_feature_dims(x0, memories)
-    elif not any(eqx.is_array(leaf) for leaf in jax.tree_util.tree_leaves(memories)):
-        raise TypeError(
-            f"`memories` must be a (K, N) array or a pytree holding the energy's arrays, got {type(memories).__name__}."
-        )
+    else:
+        leaves = [leaf for leaf in jax.tree_util.tree_leaves(memories) if eqx.is_array(leaf)]
+        if not leaves:
+            raise TypeError(
+                f"`memories` must be a (K, N) array or a pytree holding the energy's arrays, "
+                f"got {type(memories).__name__}."
+            )
+        if isinstance(energy, DenseEnergy):
+            raise TypeError(f"`memories` must be a (K, N) array for a DenseEnergy, got {type(memories).__name__}.")
+        for leaf in leaves:
+            if is_concrete(leaf) and jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.all(np.isfinite(leaf)):
+                raise ValueError("`memories` contains NaN or infinite values.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
     if save_every is not None:

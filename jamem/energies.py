@@ -77,7 +77,11 @@ class LogSumExpEnergy(AbstractEnergy):
             memories never holds the full (batch, K) score matrix. The same pass accumulates
             the softmax-weighted memory Xi^T softmax(beta Xi x), which is the state gradient,
             so `jax.grad` costs two matmuls per chunk, as the hand-written update does. This
-            path has a custom VJP: reverse mode only (no `jax.jvp`).
+            path has a custom VJP: reverse mode only (no `jax.jvp`, `jax.jacfwd` or
+            `jax.hessian`; reverse-over-reverse works). Its memories' gradient is formed per
+            query, so training memories under `vmap` over a large batch holds a
+            (batch, K, N) cotangent: train with `chunk_size=None`. A `chunk_size` >= K uses
+            the unchunked path, where every transformation works.
     """
 
     beta: float = eqx.field(static=True, default=1.0)
@@ -112,7 +116,8 @@ def _online_logsumexp(state, memories, beta, chunk_size):
         weights = jnp.exp(scores - new_max)
         return (new_max, total * decay + jnp.sum(weights), weighted * decay + weights @ chunk), None
 
-    init = (jnp.asarray(-jnp.inf, state.dtype), jnp.zeros((), state.dtype), jnp.zeros_like(state))
+    dtype = jnp.result_type(state, memories)
+    init = (jnp.asarray(-jnp.inf, dtype), jnp.zeros((), dtype), jnp.zeros(state.shape, dtype))
     (running_max, total, weighted), _ = jax.lax.scan(visit, init, chunks)
     return running_max + jnp.log(total), weighted / total
 
@@ -132,6 +137,8 @@ def _chunked_logsumexp_fwd(state, memories, beta, chunk_size):
 
 def _chunked_logsumexp_bwd(beta, chunk_size, residuals, cotangent):
     state, memories, lse, mean = residuals
+    if isinstance(cotangent, jax.custom_derivatives.SymbolicZero):
+        return None, None
     # d lse / dx = beta Xi^T softmax(beta Xi x); d lse / d xi^mu = beta softmax_mu x.
     d_state = cotangent * beta * mean
     if memories is None:

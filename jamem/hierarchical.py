@@ -281,10 +281,19 @@ class NetworkEnergy(AbstractEnergy):
     solver=jamem.EulerFlow(dt))` runs the network."""
 
     def __call__(self, state, memories):
+        _check_network(memories)
         return memories.energy(memories.split(state))
 
     def velocity(self, state, memories):
+        _check_network(memories)
         return jnp.concatenate(memories.velocity(memories.split(state)))
+
+
+def _check_network(network):
+    if not isinstance(network, HierarchicalNetwork):
+        raise TypeError(
+            f"NetworkEnergy takes the HierarchicalNetwork as its `memories` argument, got {type(network).__name__}."
+        )
 
 
 class Settled(eqx.Module):

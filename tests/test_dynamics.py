@@ -284,3 +284,11 @@ def test_bad_options_raise():
         jm.EulerFlow(0.0)
     with pytest.raises(TypeError, match="memories"):
         jm.retrieve(E, x, {"weights": "none"})
+    with pytest.raises(TypeError, match="DenseEnergy"):
+        jm.retrieve(jm.DenseEnergy(jm.Power(2)), x, {"xi": xi}, solver=jm.AsyncBinary())
+    with pytest.raises(ValueError, match="NaN"):
+        jm.retrieve(lambda s, p: jnp.sum((s - p["t"]) ** 2), x, {"t": jnp.full(4, jnp.nan)})
+    # a nested tuple of numbers is still a (K, N) matrix
+    as_tuple = jm.retrieve(E, x, ((1.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0)), steps=3)
+    as_array = jm.retrieve(E, x, jnp.eye(2, 4), steps=3)
+    np.testing.assert_allclose(as_tuple.state, as_array.state)

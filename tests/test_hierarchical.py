@@ -119,3 +119,5 @@ def test_network_runs_through_core_retrieve_until_it_settles():
     assert float(settled.energy) < float(hm.NetworkEnergy()(flat0, net))
     with pytest.raises(ValueError, match="flat network state"):
         net.split(jnp.zeros(10))
+    with pytest.raises(TypeError, match="HierarchicalNetwork"):
+        hm.NetworkEnergy()(flat0, {"not": jnp.zeros(3)})

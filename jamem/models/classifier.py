@@ -100,19 +100,26 @@ def rectified_power_gaps(base: Float[Array, "B K"], shift: Float[Array, "C K"], 
     return per_class.T
 
 
+def rectified_power_derivative(x: Float[Array, "*shape"], degree: int) -> Float[Array, "*shape"]:
+    """f(x) = d/dx max(x, 0)^n = n max(x, 0)^(n-1), with f = 1[x > 0] at n = 1 (not 0^0 = 1)."""
+    if degree == 1:
+        return (x > 0).astype(x.dtype)
+    return degree * jax.nn.relu(x) ** (degree - 1)
+
+
 def _gaps_forward(base, shift, degree):
     return rectified_power_gaps(base, shift, degree), (base, shift)
 
 
 def _gaps_backward(degree, residuals, cotangent):
-    # d/dx relu(x)^n = n relu(x)^(n-1). One (B, K) slab per class in a lax.scan: XLA fuses each
+    # One (B, K) slab per class in a lax.scan: XLA fuses each
     # slab's elementwise work with both of its reductions, about 2x faster than (B, C, K) einsums.
     base, shift = residuals
-    d_base = -jnp.sum(cotangent, axis=-1)[:, None] * degree * jax.nn.relu(base) ** (degree - 1)
+    d_base = -jnp.sum(cotangent, axis=-1)[:, None] * rectified_power_derivative(base, degree)
 
     def one_class(d_base, class_cotangent_and_shift):
         class_cotangent, class_shift = class_cotangent_and_shift
-        weighted = class_cotangent[:, None] * (degree * jax.nn.relu(base + class_shift[None, :]) ** (degree - 1))
+        weighted = class_cotangent[:, None] * rectified_power_derivative(base + class_shift[None, :], degree)
         return d_base + weighted, jnp.sum(weighted, axis=0)
 
     d_base, d_shift = jax.lax.scan(one_class, d_base, (cotangent.T, shift))
@@ -127,7 +134,7 @@ def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[A
     f(xi^mu_v . v) ), f = F' = n relu(x)^(n-1). It is the eps -> 0 limit of the classifier with
     classes started at -eps and beta = 1 / (2 eps)."""
     visible, classes = model.split_memories()
-    hidden = model.degree * jax.nn.relu(visible @ image) ** (model.degree - 1)
+    hidden = rectified_power_derivative(visible @ image, model.degree)
     return jnp.tanh(hidden @ classes)
 
 
