@@ -20,16 +20,12 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
+from adversarial import load_targets  # experiments/adversarial.py
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from adversarial import load_targets  # noqa: E402  (experiments/adversarial.py)
-
-from jamem import adversarial as adv  # noqa: E402
-from jamem import data, plots  # noqa: E402
-from jamem.provenance import save_json  # noqa: E402
+from jamem import adversarial as adv
+from jamem import data, plots
+from jamem.provenance import save_json
 
 
 def main(argv=None):
@@ -101,14 +97,12 @@ def main(argv=None):
         ),
         argv=argv,
     )
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4), sharey=True)
-    for ax, attack in zip(axes, ("pgd", "pgd_margin", "spsa", "all_attacks")):
-        for name, entry in table.items():
-            ax.plot(epsilons, [r[attack] for r in entry["rows"]], "o-", label=name)
-        ax.set(title=f"robust accuracy: {attack}", xlabel="epsilon (L-inf, pixels in [-1, 1])")
-    axes[0].set_ylabel("accuracy")
-    axes[1].legend()
-    plots.save_figure(fig, out / "gradient_masking.png")
+    attacks = ("pgd", "pgd_margin", "spsa", "all_attacks")
+    panels = {
+        f"robust accuracy: {attack}": {name: [r[attack] for r in entry["rows"]] for name, entry in table.items()}
+        for attack in attacks
+    }
+    plots.plot_robust_accuracy_panels(epsilons, panels, out / "gradient_masking.png")
 
 
 if __name__ == "__main__":

@@ -139,12 +139,20 @@ def plot_transfer_matrix(matrix, path):
 
 
 def plot_robust_accuracy(epsilons, robust, path):
+    """Robust accuracy against epsilon, one line per model: `robust[model] = [accuracy, ...]`."""
+    return plot_robust_accuracy_panels(epsilons, {"PGD robust accuracy": robust}, path)
+
+
+def plot_robust_accuracy_panels(epsilons, panels, path):
+    """One panel per attack, `panels[attack][model] = [accuracy at each epsilon]`, shared y axis."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for name, acc in robust.items():
-        ax.plot(epsilons, acc, marker="o", label=name)
-    ax.set(xlabel="L-inf epsilon (pixels in [-1, 1])", ylabel="PGD robust accuracy")
-    ax.legend()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), sharey=True, squeeze=False)
+    for ax, (title, robust) in zip(axes[0], panels.items()):
+        for name, acc in robust.items():
+            ax.plot(epsilons, acc, marker="o", label=name)
+        ax.set(xlabel="L-inf epsilon (pixels in [-1, 1])", title=title if len(panels) > 1 else None)
+    axes[0, 0].set_ylabel("robust accuracy" if len(panels) > 1 else next(iter(panels)))
+    axes[0, -1].legend()
     return save_figure(fig, path)
 
 
