@@ -42,54 +42,52 @@ def cross_entropy(out, label):
     return optax.softmax_cross_entropy_with_integer_labels(out, label)
 
 
-def load_targets(models: Path, degrees, train_data, test_data, *, mlp_hidden: int, mlp_epochs: int) -> dict:
-    """name -> (outputs_fn, loss_fn, clean test error, confidence_fn) for each trained DenseAM
-    `<models>/mnist_n<n>.ckpt` found, plus a ReLU MLP trained here (fixed seeds)."""
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `load_targets` (models, degrees, MLP baseline, data) and `--out`."""
+    parser.add_argument("--models", default="results/mnist_k400")
+    parser.add_argument("--degrees", default="2,3,8,20,30")
+    parser.add_argument("--mlp-hidden", type=int, default=400)
+    parser.add_argument("--mlp-epochs", type=int, default=10)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results/adversarial")
+
+
+def load_targets(args: argparse.Namespace) -> tuple[dict, tuple]:
+    """(targets, MNIST test split). targets maps a name to (outputs_fn, loss_fn, clean test error,
+    confidence_fn) for each trained DenseAM `<models>/mnist_n<n>.ckpt` found, plus a ReLU MLP
+    trained here (fixed seeds); `args` holds the options of `add_target_arguments`."""
+    train_data = data.load("mnist", split="train", data_dir=args.data_dir)
+    test_data = data.load("mnist", split="test", data_dir=args.data_dir)
     targets = {}
-    for degree in degrees:
-        path = models / f"mnist_n{degree}.ckpt"
+    for degree in [int(d) for d in args.degrees.split(",")]:
+        path = Path(args.models) / f"mnist_n{degree}.ckpt"
         if path.is_file():
             targets[f"n={degree}"] = dense_am_attack_target(path)
         else:
             print(f"skipping n = {degree}: no {path}")
     mlp, _ = train.fit_softmax(
-        ReLUMLP(num_hidden=mlp_hidden, key=jax.random.key(0)),
+        ReLUMLP(num_hidden=args.mlp_hidden, key=jax.random.key(0)),
         train_data,
-        epochs=mlp_epochs,
+        epochs=args.mlp_epochs,
         optimizer=optax.adam(1e-3),
         key=jax.random.key(1),
     )
     mlp_error = float(jnp.mean(jnp.argmax(mlp.batch_logits(jnp.asarray(test_data[0])), -1) != test_data[1]))
     targets["ReLU MLP"] = (mlp.batch_logits, cross_entropy, mlp_error, jax.nn.softmax)
-    return targets
+    return targets, test_data
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", default="results/mnist_k400")
-    parser.add_argument("--degrees", default="2,3,8,20,30")
+    add_target_arguments(parser)
     parser.add_argument("--images", type=int, default=200, help="test images attacked per generating model")
     parser.add_argument("--step-size", type=float, default=0.01)
     parser.add_argument("--max-steps", type=int, default=1000)
     parser.add_argument("--rubbish-steps", type=int, default=300)
     parser.add_argument("--rubbish-per-class", type=int, default=5)
-    parser.add_argument("--mlp-hidden", type=int, default=400)
-    parser.add_argument("--mlp-epochs", type=int, default=10)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="results/adversarial")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    test_images, test_labels = data.load("mnist", split="test", data_dir=args.data_dir)
-    train_images, train_labels = data.load("mnist", split="train", data_dir=args.data_dir)
-
-    targets = load_targets(
-        Path(args.models),
-        [int(d) for d in args.degrees.split(",")],
-        (train_images, train_labels),
-        (test_images, test_labels),
-        mlp_hidden=args.mlp_hidden,
-        mlp_epochs=args.mlp_epochs,
-    )
+    targets, (test_images, test_labels) = load_targets(args)
     predictors = {name: jax.jit(lambda x, f=f: jnp.argmax(f(x), -1)) for name, (f, *_) in targets.items()}
 
     pool = jnp.asarray(test_images[: 4 * args.images]), jnp.asarray(test_labels[: 4 * args.images])

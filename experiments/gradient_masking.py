@@ -21,39 +21,25 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from adversarial import load_targets  # experiments/adversarial.py
+from adversarial import add_target_arguments, load_targets  # experiments/adversarial.py
 
 from jamem import adversarial as adv
-from jamem import data, plots
+from jamem import plots
 from jamem.provenance import save_json
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", default="results/mnist_k400")
-    parser.add_argument("--degrees", default="2,3,8,20,30")
+    add_target_arguments(parser)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--epsilons", default="0.1,0.2,0.3")
     parser.add_argument("--pgd-steps", type=int, default=40)
     parser.add_argument("--spsa-steps", type=int, default=60)
     parser.add_argument("--spsa-samples", type=int, default=32)
-    parser.add_argument("--mlp-hidden", type=int, default=400)
-    parser.add_argument("--mlp-epochs", type=int, default=10)
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="results/adversarial")
     args = parser.parse_args(argv)
     out = Path(args.out)
     epsilons = [float(e) for e in args.epsilons.split(",")]
-    test = data.load("mnist", split="test", data_dir=args.data_dir)
-    train_data = data.load("mnist", split="train", data_dir=args.data_dir)
-    targets = load_targets(
-        Path(args.models),
-        [int(d) for d in args.degrees.split(",")],
-        train_data,
-        test,
-        mlp_hidden=args.mlp_hidden,
-        mlp_epochs=args.mlp_epochs,
-    )
+    targets, test = load_targets(args)
     pool_x, pool_y = jnp.asarray(test[0][: 4 * args.images]), jnp.asarray(test[1][: 4 * args.images])
     table = {}
     for name, (outputs, loss, *_) in targets.items():
