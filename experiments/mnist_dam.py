@@ -2,6 +2,10 @@
 
     python experiments/mnist_dam.py --degrees 2,3,20,30 --memories 400 --epochs 40 --out results/mnist_k400
     python experiments/mnist_dam.py --aggregate-only --out results/mnist_cpu     # plots from finished runs
+    # the compressed schedule (jamem.train.preset): chosen on the 50k/10k split, then retrained on 60k
+    python experiments/mnist_dam.py --schedule compressed --validation --ramp-epochs 100 \
+        --out results/mnist_paper/validation/ramp100
+    python experiments/mnist_dam.py --schedule compressed --out results/mnist_paper/compressed
 
 Each degree is one `jamem mnist` run (`jamem.mnist.run`, resumable, its own JSON, checkpoint and
 memory grid); then `<out>/summary.json`, `<out>/error_curves.png` (Fig. 1B style) and
@@ -23,10 +27,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--degrees", default="2,3,20,30")
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--schedule", choices=["paper", "compressed"], default="paper")
     parser.add_argument("--memories", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the schedule's")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: each preset's")
-    parser.add_argument("--ramp-epochs", type=int, default=200)
+    parser.add_argument("--momentum", type=float, default=None, help="default: the preset's 0.9")
+    parser.add_argument("--ramp-epochs", type=int, default=None, help="default: the schedule's")
+    parser.add_argument("--validation", action="store_true", help="train on 50k, report on the held-out 10k (A13)")
+    parser.add_argument("--eval-every", type=int, default=1)
+    parser.add_argument("--source", choices=["auto", "tfds", "idx"], default="auto")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default="results/mnist")
     parser.add_argument("--aggregate-only", action="store_true", help="only combine the runs already in --out")
@@ -36,12 +45,17 @@ def main(argv=None):
     out = Path(args.out)
     if not args.aggregate_only:
         for degree in degrees:
-            overrides = dict(num_memories=args.memories, epochs=args.epochs, temperature_ramp_epochs=args.ramp_epochs)
-            if args.learning_rate is not None:
-                overrides["learning_rate"] = args.learning_rate
+            chosen = dict(
+                epochs=args.epochs,
+                learning_rate=args.learning_rate,
+                momentum=args.momentum,
+                temperature_ramp_epochs=args.ramp_epochs,
+            )
+            overrides = {k: v for k, v in chosen.items() if v is not None}
             mnist.run(
-                degree=degree, dataset=args.dataset, out_dir=out, data_dir=args.data_dir, resume=True,
-                progress=not args.no_progress, **overrides,
+                degree=degree, dataset=args.dataset, out_dir=out, data_dir=args.data_dir, source=args.source,
+                resume=True, validation=args.validation, eval_every=args.eval_every, progress=not args.no_progress,
+                schedule=args.schedule, num_memories=args.memories, **overrides,
             )  # fmt: skip
     runs = {}
     for degree in degrees:
@@ -60,7 +74,9 @@ def main(argv=None):
         table.append(
             {
                 "model": label,
+                "eval_split": r.get("eval_split", "test"),
                 "epochs_run": len(r["history"]),
+                "complete": r.get("complete"),
                 "final_error": errors[-1] if errors else None,
                 "best_error": min(errors) if errors else None,
                 "first_epoch_at_or_below_2pct": train.History(r["history"]).first_epoch_below(0.02),

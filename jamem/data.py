@@ -9,10 +9,16 @@ Where the data comes from, in order:
 TFDS prepares the dataset once into `cache_dir` (default `$JAMEM_CACHE_DIR` or
 `~/.cache/jamem`), checking the files' checksums; jamem then keeps a float32 `.npz` copy there,
 so later loads take well under a second. Pixels map to [-1, 1] (Krotov & Hopfield 2016, App. A).
+
+Where TFDS is not installed (an accelerator machine with no network, say), `source="idx"` (or
+`"auto"`) reads the same IDX files with gzip and NumPy after checking their SHA-256 against the
+checksums TFDS registers for them; both routes give identical arrays in the same order.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -25,6 +31,24 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
+
+
+# The SHA-256 TFDS (and torchvision) register for the original files.
+IDX_SHA256 = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    },
+}
+SOURCES = ("auto", "tfds", "idx")
 
 
 def default_cache_dir() -> Path:
@@ -78,6 +102,33 @@ def _prepare_with_tfds(name: str, manual_dir: Path | None, cache: Path) -> dict[
     return arrays
 
 
+def read_idx(name: str, folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The four IDX files of `name` in `folder`, checksummed, as uint8 arrays (no TFDS needed).
+
+    Image files: big-endian uint32 magic 2051, count, rows, cols, then the pixels; label files:
+    magic 2049, count, then the labels.
+    """
+    folder = Path(folder)
+    arrays = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        for kind, magic in (("images", 2051), ("labels", 2049)):
+            path = folder / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
+            raw = path.read_bytes()
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != IDX_SHA256[name][path.name]:
+                raise ValueError(
+                    f"{path} does not match the registered checksum of {name} (corrupt or truncated?): "
+                    f"sha256 {digest}. Replace it with the original IDX .gz file."
+                )
+            content = gzip.decompress(raw)
+            header = np.frombuffer(content, ">u4", count=4 if kind == "images" else 2)
+            if header[0] != magic:
+                raise ValueError(f"{path} is not an IDX {kind} file (magic {header[0]}, expected {magic}).")
+            values = np.frombuffer(content, np.uint8, offset=4 * header.size)
+            arrays[f"{split}_{kind}"] = values.reshape(header[1], -1) if kind == "images" else values.copy()
+    return arrays
+
+
 def load(
     name: str = "mnist",
     *,
@@ -85,6 +136,7 @@ def load(
     data_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     validation_size: int = 0,
+    source: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, 784) float32 in [-1, 1] and labels (n,) int32 of one split.
 
@@ -95,6 +147,9 @@ def load(
             50k/10k protocol of the paper is `validation_size=10000`.
         data_dir: folder with `<name>/` IDX files (else JAMEM_DATA_DIR, else download).
         cache_dir: where TFDS prepares the data and jamem keeps its `.npz`.
+        source: "tfds" (prepare with TFDS, cached), "idx" (read the IDX files of `data_dir` /
+            JAMEM_DATA_DIR directly, checksummed, not cached), or "auto": TFDS when it is
+            installed, else the IDX files.
     """
     if name not in DATASETS:
         raise ValueError(f"`name` must be one of {DATASETS}, got {name!r}.")
@@ -104,10 +159,20 @@ def load(
         raise ValueError("`split='validation'` needs `validation_size` > 0 (e.g. 10000 for the 50k/10k split).")
     if not 0 <= validation_size < 60000:
         raise ValueError(f"`validation_size` must lie in [0, 60000), got {validation_size}.")
+    if source not in SOURCES:
+        raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}.")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     manual = _manual_dir(name, data_dir)
+    if source == "auto":
+        source = "tfds" if _has_tfds() else "idx"
     npz = cache / f"{name}.npz"
-    if npz.is_file():
+    if source == "idx":
+        if manual is None:
+            raise ValueError(
+                f"`source='idx'` reads the IDX files of {name} from `data_dir` or JAMEM_DATA_DIR; neither is set."
+            )
+        arrays = read_idx(name, manual)
+    elif npz.is_file():
         arrays = dict(np.load(npz))
     else:
         arrays = _prepare_with_tfds(name, manual, cache)
@@ -115,12 +180,18 @@ def load(
         tmp = cache / f".{name}.{os.getpid()}.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, npz)
-    source = "test" if split == "test" else "train"
-    images, labels = arrays[f"{source}_images"], arrays[f"{source}_labels"]
+    stored = "test" if split == "test" else "train"
+    images, labels = arrays[f"{stored}_images"], arrays[f"{stored}_labels"]
     if split != "test" and validation_size:
         cut = images.shape[0] - validation_size
         images, labels = (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
     return to_unit_range(images), labels.astype(np.int32)
+
+
+def _has_tfds() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow_datasets") is not None
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:

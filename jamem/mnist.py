@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 
 from . import data, plots, prototypes, train
@@ -27,25 +28,30 @@ def run(
     validation: bool = False,
     resume: bool = False,
     checkpoint_every: int = 10,
+    eval_every: int = 1,
     progress: bool = True,
+    source: str = "auto",
+    deadline: float | None = None,
     **overrides,
 ) -> dict:
-    """Train with `train.preset(degree, **overrides)`; write `<out_dir>/<dataset>_n<degree>.*`.
+    """Train with `train.preset(degree, **overrides)`; write `<out_dir>/<dataset>_n<degree>.*`:
+    the resumable `.ckpt`, the `.json` summary (rewritten every epoch while training), the memories
+    as `_memories.png`, and once the run is complete the model alone as `.eqx` (`train.save_model`).
 
     Args:
         validation: hold out the last 10k training images and report on them instead of the test
             set (the paper's hyperparameter protocol, A13).
         train_size: use only the first `train_size` training images (quick runs).
         resume: continue from the checkpoint `<out_dir>/<dataset>_n<degree>.ckpt` if present.
+        source: where the data comes from (`jamem.data.load`).
+        deadline: stop after the epoch that ends past this `time.time()` (`jamem.train.fit`); the
+            summary's "complete" is then False and a later call with `resume=True` continues.
     """
     config = train.preset(degree, **overrides)
-    images, labels = data.load(
-        dataset, split="train", data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0
-    )
+    where = dict(data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0, source=source)
+    images, labels = data.load(dataset, split="train", **where)
     eval_split = "validation" if validation else "test"
-    eval_images, eval_labels = data.load(
-        dataset, split=eval_split, data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0
-    )
+    eval_images, eval_labels = data.load(dataset, split=eval_split, **where)
     if train_size is not None:
         if train_size < config.batch_size:
             raise ValueError(f"`train_size` must be at least batch_size={config.batch_size}, got {train_size}.")
@@ -59,13 +65,29 @@ def run(
         checkpoint_every=checkpoint_every,
         resume=resume,
         metrics_path=stem.with_suffix(".json"),
+        eval_every=eval_every,
         progress=progress,
+        deadline=deadline,
     )
     summary = analyse(model, history, config=config, images=eval_images, dataset=dataset, split=eval_split)
     save_json(stem.with_suffix(".json"), summary)
+    if summary["complete"]:
+        train.save_model(stem.with_suffix(".eqx"), model, config=config, history=history)
     plots.plot_memory_grid(
         model.memories, stem.with_name(stem.name + "_memories.png"), title=f"{dataset}, n = {degree}"
     )
+    return summary
+
+
+def evaluate(path: str | Path, *, dataset: str = "mnist", data_dir: str | None = None, source: str = "auto") -> dict:
+    """A saved model (`.ckpt` or `.eqx`) re-evaluated on the test set: its error computed afresh
+    (not read from the history), the recorded final error beside it, and the A15 statistics."""
+    model, config, history = train.load_trained(path)
+    images, labels = data.load(dataset, split="test", data_dir=data_dir, source=source)
+    temperature = config.temperature()(max(len(history.rows) - 1, 0))
+    summary = analyse(model, history, config=config, images=images, dataset=dataset, split="test")
+    summary["test_error"] = train.error_rate(model, images, labels, temperature=temperature)
+    summary["checkpoint"] = str(path)
     return summary
 
 
@@ -73,13 +95,14 @@ def analyse(model, history: train.History, *, config: train.TrainConfig, images,
     """Final error, epoch of first <= 2%, and the A15 statistics of a trained model."""
     temperature = config.temperature()(max(len(history.rows) - 1, 0))
     votes = np.asarray(prototypes.classes_per_memory(model))
-    ratios = np.asarray(prototypes.second_contribution_ratio(model, images, temperature=temperature))
+    ratios = np.asarray(prototypes.second_contribution_ratio(model, jnp.asarray(images), temperature=temperature))
     final = history.rows[-1]["test_error"] if history.rows else None
     return {
         "dataset": dataset,
         "eval_split": split,
         "config": dataclasses.asdict(config),
         "epochs_run": len(history.rows),
+        "complete": len(history.rows) == config.epochs,
         "final_error": final,
         "first_epoch_at_or_below_2pct": history.first_epoch_below(0.02),
         "classes_per_memory_histogram": np.bincount(votes, minlength=model.num_classes + 1).tolist(),

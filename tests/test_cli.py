@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from jamem.cli import main
 
 
@@ -55,3 +57,41 @@ def test_capacity_command_writes_json(tmp_path, capsys):
     with open(tmp_path / "cap.csv") as f:
         table = list(csv.DictReader(f))
     assert {int(r["num_memories"]): float(r["recall_fraction"]) for r in table} == fractions
+
+
+def test_mnist_evaluate_reports_the_saved_models_error(small_mnist_run, cache, capsys, monkeypatch):
+    from conftest import SHARED_DATA
+
+    from jamem import mnist
+
+    _, history, path = small_mnist_run
+    monkeypatch.setenv("JAMEM_CACHE_DIR", str(cache))
+    assert main(["mnist", "--evaluate", str(path), "--data-dir", str(SHARED_DATA)]) == 0
+    out = capsys.readouterr().out
+    final = history.rows[-1]["test_error"]
+    assert f"test error {100 * final:.2f}%" in out and "A15" in out
+    summary = mnist.evaluate(path, data_dir=str(SHARED_DATA))
+    assert summary["test_error"] == pytest.approx(final, abs=1e-6)  # recomputed, not read back
+
+
+def test_accelerator_script_dry_run(tmp_path, cache):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import SHARED_DATA
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "JAMEM_CACHE_DIR": str(cache), "PYTHONPATH": str(repo)}
+    command = [sys.executable, str(repo / "benchmarks" / "accelerator.py"), "--dry-run", "--out", str(tmp_path)]
+    command += ["--data-dir", str(SHARED_DATA), "--degrees", "3,2"]
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
+    report = json.loads((tmp_path / "accelerator.json").read_text())
+    assert [m["degree"] for m in report["models"]] == [3, 2] and all(m["complete"] for m in report["models"])
+    assert report["epoch_timing"]["epoch_seconds"] > 0 and report["epoch_timing"]["matmul_floor_seconds"] > 0
+    assert (tmp_path / "mnist_n3.eqx").is_file()
+    # a second slot finds both complete and skips them, saying why
+    subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
+    report = json.loads((tmp_path / "accelerator.json").read_text())
+    assert report["models"] == [] and all("already complete" in s["why"] for s in report["skipped"])

@@ -42,14 +42,18 @@ def test_missing_files_give_clear_error(tmp_path):
         data.load("mnist", data_dir=tmp_path, cache_dir=tmp_path / "cache")
 
 
-@needs_data
-def test_corrupt_file_gives_clear_error(tmp_path):
+def _truncated_copy(tmp_path, name: str, keep) -> None:
+    """A writable copy of the MNIST files in tmp_path/mnist with `name` cut to bytes[keep]."""
     folder = tmp_path / "mnist"
     shutil.copytree(SHARED / "mnist", folder)
     for f in folder.iterdir():
         f.chmod(0o644)
-    truncated = folder / "t10k-labels-idx1-ubyte.gz"
-    truncated.write_bytes(truncated.read_bytes()[:1000])
+    (folder / name).write_bytes((folder / name).read_bytes()[keep])
+
+
+@needs_data
+def test_corrupt_file_gives_clear_error(tmp_path):
+    _truncated_copy(tmp_path, "t10k-labels-idx1-ubyte.gz", slice(0, 1000))
     with pytest.raises(ValueError, match="checksum"):
         data.load("mnist", data_dir=tmp_path, cache_dir=tmp_path / "cache")
 
@@ -61,3 +65,31 @@ def test_bad_arguments():
         data.load("mnist", split="dev")
     with pytest.raises(ValueError, match="validation_size"):
         data.load("mnist", split="validation")
+
+
+@needs_data
+def test_idx_source_reads_the_same_images_as_tfds(cache):
+    # TFDS stores the examples in its own shuffled order; the IDX files keep the published order
+    for split in ("train", "test"):
+        tf_images, tf_labels = data.load("mnist", split=split, data_dir=SHARED, cache_dir=cache, source="tfds")
+        idx_images, idx_labels = data.load("mnist", split=split, data_dir=SHARED, cache_dir=cache, source="idx")
+        assert idx_images.dtype == np.float32 and idx_images.shape == tf_images.shape
+        tf_order, idx_order = np.lexsort(tf_images.T), np.lexsort(idx_images.T)
+        np.testing.assert_array_equal(tf_images[tf_order], idx_images[idx_order])
+        np.testing.assert_array_equal(tf_labels[tf_order], idx_labels[idx_order])
+    np.testing.assert_array_equal(idx_labels[:8], [7, 2, 1, 0, 4, 1, 4, 9])  # the t10k file's first labels
+
+
+@needs_data
+def test_idx_source_checks_checksums(tmp_path):
+    _truncated_copy(tmp_path, "train-images-idx3-ubyte.gz", slice(0, -10))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz does not match the registered checksum"):
+        data.load("mnist", data_dir=tmp_path, source="idx")
+
+
+def test_idx_source_needs_a_folder(monkeypatch):
+    monkeypatch.delenv("JAMEM_DATA_DIR", raising=False)
+    with pytest.raises(ValueError, match="source='idx'"):
+        data.load("mnist", source="idx")
+    with pytest.raises(ValueError, match="`source`"):
+        data.load("mnist", source="web")

@@ -252,3 +252,70 @@ def test_short_real_mnist_run_is_below_ten_percent(small_mnist_run):
     _, history, _ = small_mnist_run
     assert history.rows[-1]["test_error"] < 0.10
     assert history.rows[-1]["test_error"] < history.rows[0]["test_error"]
+
+
+@pytest.mark.parametrize("degree", [2, 30])
+def test_vectorised_class_gaps_equal_the_class_loop(degree, monkeypatch):
+    # accelerators take the one-expression (C, B, K) path; it must match the CPU loop value and gradient
+    from jamem.models import classifier
+
+    base = jax.random.normal(jax.random.key(0), (6, 11))
+    shift = 0.5 * jax.random.normal(jax.random.key(1), (3, 11))
+    weights = jax.random.normal(jax.random.key(2), (6, 3))
+
+    def value_and_grads():
+        objective = lambda b, s: jnp.sum(weights * rectified_power_gaps(b, s, degree))
+        return objective(base, shift), jax.grad(objective, argnums=(0, 1))(base, shift)
+
+    looped = value_and_grads()
+    monkeypatch.setattr(classifier, "_loop_over_classes", lambda: False)
+    vectorised = value_and_grads()
+    for a, b in zip(jax.tree.leaves(looped), jax.tree.leaves(vectorised)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(a))))
+
+
+def test_paper_and_compressed_schedules():
+    paper = train.preset(3)
+    assert (paper.epochs, paper.learning_rate_decay, paper.temperature_ramp_epochs) == (3000, 0.998, 200)
+    for epochs in (300, 400, 500):
+        short = train.preset(3, schedule="compressed", epochs=epochs)
+        # the same total decay as 0.998^3000, reached at the end of the shorter run
+        assert short.learning_rate_decay**epochs == pytest.approx(0.998**3000, rel=1e-9)
+        assert short.epochs == epochs and short.temperature_ramp_epochs == train.COMPRESSED_RAMP_EPOCHS
+        assert (short.temperature_initial, short.loss_power, short.momentum) == (300.0, 3, 0.9)
+    assert train.preset(3, schedule="compressed", learning_rate_decay=0.99).learning_rate_decay == 0.99
+    with pytest.raises(ValueError, match="schedule"):
+        train.preset(3, schedule="fast")
+
+
+def test_deadline_stops_with_a_checkpoint_and_resume_finishes_identically(tmp_path):
+    images, labels = _toy_data()
+    config = train.TrainConfig(epochs=4, **TOY)
+    full, _ = train.fit(config, (images, labels), progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    # a deadline already past: exactly one epoch runs, then a checkpoint is written
+    _, stopped = train.fit(
+        config, (images, labels), checkpoint_path=ckpt, checkpoint_every=100, deadline=time.time(), progress=False
+    )
+    assert len(stopped.rows) == 1
+    header, _ = train.load_checkpoint(ckpt, train.initial_state(config, num_visible=16, num_classes=3)[::2])
+    assert header["epoch"] == 1
+    resumed, history = train.fit(config, (images, labels), checkpoint_path=ckpt, resume=True, progress=False)
+    assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4]
+    np.testing.assert_array_equal(resumed.memories, full.memories)
+
+
+def test_saved_model_alone_loads_like_the_checkpoint(tmp_path):
+    images, labels = _toy_data()
+    config = train.TrainConfig(epochs=2, **TOY)
+    ckpt = tmp_path / "run.ckpt"
+    model, history = train.fit(config, (images, labels), checkpoint_path=ckpt, progress=False)
+    path = train.save_model(tmp_path / "run.eqx", model, config=config, history=history)
+    assert path.stat().st_size < 0.6 * ckpt.stat().st_size  # no momentum
+    for source in (ckpt, path):
+        loaded, loaded_config, loaded_history = train.load_trained(source, num_visible=16, num_classes=3)
+        np.testing.assert_array_equal(loaded.memories, model.memories)
+        assert loaded_config == config and loaded_history.rows == history.rows
+    (tmp_path / "junk.eqx").write_bytes(b"not json\n")
+    with pytest.raises(ValueError, match="not a jamem checkpoint"):
+        train.load_trained(tmp_path / "junk.eqx")

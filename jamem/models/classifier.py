@@ -91,13 +91,22 @@ def rectified_power_gaps(base: Float[Array, "B K"], shift: Float[Array, "C K"], 
     """sum_k [relu(base_bk + shift_ck)^n - relu(base_bk)^n], the class gaps of A8 (n = degree).
 
     Each term is differenced before the sum so that large n keeps its precision in float32.
-    The classes are visited in a `lax.map`, one (B, K) slab at a time: as one (B, C, K)
+    On CPU the classes are visited in a `lax.map`, one (B, K) slab at a time: as one (B, C, K)
     expression, XLA's CPU backend fuses the gaps into the preceding matmul and runs the pair
-    about 1.5x slower (jax 0.10, benchmarks/mnist_epoch.py).
+    about 1.5x slower (jax 0.10, benchmarks/mnist_epoch.py). On accelerators the loop's
+    per-iteration launch and sync cost dominates, so the classes are one vmapped expression.
     """
     off = jax.nn.relu(base) ** degree
-    per_class = jax.lax.map(lambda s: jnp.sum(jax.nn.relu(base + s[None, :]) ** degree - off, axis=-1), shift)
+    per_class = _over_classes(lambda s: jnp.sum(jax.nn.relu(base + s[None, :]) ** degree - off, axis=-1), shift)
     return per_class.T
+
+
+def _loop_over_classes() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def _over_classes(fn, shift):
+    return jax.lax.map(fn, shift) if _loop_over_classes() else jax.vmap(fn)(shift)
 
 
 def rectified_power_derivative(x: Float[Array, "*shape"], degree: int) -> Float[Array, "*shape"]:
@@ -117,9 +126,15 @@ def _gaps_backward(degree, residuals, cotangent):
     base, shift = residuals
     d_base = -jnp.sum(cotangent, axis=-1)[:, None] * rectified_power_derivative(base, degree)
 
+    def weighted_derivative(class_cotangent, class_shift):
+        return class_cotangent[:, None] * rectified_power_derivative(base + class_shift[None, :], degree)
+
+    if not _loop_over_classes():  # accelerators: one (C, B, K) expression, see rectified_power_gaps
+        weighted = jax.vmap(weighted_derivative)(cotangent.T, shift)
+        return d_base + jnp.sum(weighted, axis=0), jnp.sum(weighted, axis=1)
+
     def one_class(d_base, class_cotangent_and_shift):
-        class_cotangent, class_shift = class_cotangent_and_shift
-        weighted = class_cotangent[:, None] * rectified_power_derivative(base + class_shift[None, :], degree)
+        weighted = weighted_derivative(*class_cotangent_and_shift)
         return d_base + weighted, jnp.sum(weighted, axis=0)
 
     d_base, d_shift = jax.lax.scan(one_class, d_base, (cotangent.T, shift))
