@@ -4,8 +4,9 @@ App. A) for the full 3000 epochs on one GPU, most important first, inside a fixe
     bash benchmarks/accelerator.sh                       # on the GPU machine (reads .data/mnist)
     python benchmarks/accelerator.py --dry-run --out /tmp/acc   # tiny sizes, any machine (tests)
 
-Order of work: (1) time the training epoch (K = 2000, n = 3, minibatch 1000, 60k images) against
-bare matmuls of its shapes; (2) train n = 3 with the paper's schedule (`jamem.train.preset(3)`:
+Order of work: (1) time the training epoch (K = 2000, n = 3, minibatch 1000, 60k images)
+against bare matmuls of its shapes, with a breakdown (`epoch_breakdown` of
+benchmarks/mnist_epoch.py); (2) train n = 3 with the paper's schedule (`jamem.train.preset(3)`:
 eps0 = 0.04, f = 0.998 per epoch, momentum 0.9, T 300 -> 60 over 200 epochs, m = 3, 3000 epochs);
 (3) n = 2, 20, 30 the same way as time allows. Every model checkpoints into `--out` and resumes
 from there, so a model that does not finish in one slot continues in the next one from the
@@ -22,63 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-import equinox as eqx
 import jax
-import jax.numpy as jnp
-import numpy as np
-
-
-def time_epoch(images, labels, *, num_memories: int, repeats: int) -> dict:
-    """Seconds per training epoch (after a compile epoch) and for its bare matmuls, same shapes."""
-    from jamem import train
-    from jamem.models import DenseAMClassifier
-    from jamem.optim import dense_am_optimizer
-
-    batch, degree = 1000, 3
-    model = DenseAMClassifier(num_memories=num_memories, degree=degree, key=jax.random.key(0))
-    optimizer = dense_am_optimizer(0.04, momentum=0.9)
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
-    x, y = jnp.asarray(images), jnp.asarray(labels)
-    kwargs = dict(temperature=jnp.float32(300.0), optimizer=optimizer, batch_size=batch, loss_power=3)
-    tic = time.perf_counter()
-    jax.block_until_ready(train.train_epoch(model, opt_state, x, y, key=jax.random.key(1), **kwargs))
-    compile_seconds = time.perf_counter() - tic
-    epochs = []
-    for repeat in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(train.train_epoch(model, opt_state, x, y, key=jax.random.key(2 + repeat), **kwargs))
-        epochs.append(time.perf_counter() - tic)
-
-    # The epoch's matmuls alone: forward (B, N) x (N, K) and the memories' gradient (K, B) x (B, N)
-    # per minibatch, in one scan so that launch costs count as they do in the epoch.
-    steps = x.shape[0] // batch
-    visible = model.memories[:, : x.shape[1]]
-
-    @jax.jit
-    def matmuls(x, visible):
-        def step(acc, xb):
-            base = xb @ visible.T
-            return acc + jnp.sum(base.T @ xb), None
-
-        return jax.lax.scan(step, jnp.float32(0), x[: steps * batch].reshape(steps, batch, -1))[0]
-
-    jax.block_until_ready(matmuls(x, visible))
-    floors = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        jax.block_until_ready(matmuls(x, visible))
-        floors.append(time.perf_counter() - tic)
-    flops = steps * 2 * (2 * batch * x.shape[1] * num_memories)
-    return {
-        "num_memories": num_memories,
-        "images": int(x.shape[0]),
-        "epoch_seconds_each": epochs,
-        "epoch_seconds": float(np.median(epochs)),
-        "compile_and_first_epoch_seconds": compile_seconds,
-        "matmul_floor_seconds": float(np.median(floors)),
-        "epoch_over_floor": float(np.median(epochs) / np.median(floors)),
-        "matmul_tflops_per_second": flops / float(np.median(floors)) / 1e12,
-    }
+from mnist_epoch import epoch_breakdown  # this folder is on sys.path when run as a script
 
 
 def main(argv=None) -> int:
@@ -103,6 +49,7 @@ def main(argv=None) -> int:
     sizes = dict(num_memories=50, epochs=4, train_size=2000) if args.dry_run else dict(num_memories=2000)
     epochs = sizes.pop("epochs", args.epochs)
     images, labels = data.load("mnist", split="train", data_dir=args.data_dir)
+    test_images, _ = data.load("mnist", split="test", data_dir=args.data_dir)
     if "train_size" in sizes:
         images, labels = images[: sizes["train_size"]], labels[: sizes["train_size"]]
     report = {
@@ -115,12 +62,13 @@ def main(argv=None) -> int:
         "skipped": [],
     }
     print(f"devices: {jax.devices()}", flush=True)
-    report["epoch_timing"] = time_epoch(images, labels, num_memories=sizes["num_memories"], repeats=5)
+    report["epoch_timing"] = epoch_breakdown(images, labels, test_images, num_memories=sizes["num_memories"], repeats=5)
     print(f"epoch timing: {report['epoch_timing']}", flush=True)
     save_json(out / "accelerator.json", report)
 
     # seconds per epoch including the per-epoch test evaluation; refined after each model
-    per_epoch = report["epoch_timing"]["epoch_seconds"] * 1.3
+    timing = report["epoch_timing"]["seconds"]
+    per_epoch = timing["epoch"] + timing["test_evaluation"] + 0.01
     for degree in [int(d) for d in args.degrees.split(",")]:
         left = deadline - time.time()
         ckpt = out / f"mnist_n{degree}.ckpt"

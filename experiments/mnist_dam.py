@@ -54,7 +54,7 @@ def main(argv=None):
             overrides = {k: v for k, v in chosen.items() if v is not None}
             mnist.run(
                 degree=degree, dataset=args.dataset, out_dir=out, data_dir=args.data_dir, source=args.source,
-                resume=True, validation=args.validation, eval_every=args.eval_every, progress=not args.no_progress,
+                resume="auto", validation=args.validation, eval_every=args.eval_every, progress=not args.no_progress,
                 schedule=args.schedule, num_memories=args.memories, **overrides,
             )  # fmt: skip
     runs = {}
@@ -78,7 +78,6 @@ def main(argv=None):
                 "epochs_run": len(r["history"]),
                 "complete": r.get("complete"),
                 "final_error": errors[-1] if errors else None,
-                "best_error": min(errors) if errors else None,
                 "first_epoch_at_or_below_2pct": train.History(r["history"]).first_epoch_below(0.02),
                 "first_epoch_at_or_below_3pct": train.History(r["history"]).first_epoch_below(0.03),
                 "fraction_of_memories_voting_for_one_class": r.get("fraction_of_memories_voting_for_one_class"),

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+IntLike = int | np.integer  # numpy integer scalars are accepted wherever Python ints are
+
 
 def is_concrete(x) -> bool:
     """True when `x` holds actual values (not a tracer under jit/vmap/grad)."""
@@ -90,3 +92,21 @@ def check_feature_dims(state, memories, *, state_name: str = "x0", memories_name
             f"`{state_name}` has {state.shape[-1]} features but `{memories_name}` has "
             f"{memories.shape[-1]} (shape {tuple(memories.shape)}): they must match."
         )
+
+
+def check_writable(path, *, name: str) -> None:
+    """Fail now, not after the work, if the file `path` cannot be written (its folder is made)."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"`{name}` {path} is a folder; give a file path.")
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".jamem-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"`{name}` {path}: its folder cannot be written ({err.strerror or err}).") from err

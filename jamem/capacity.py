@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._checks import check_degree, check_feature_dims
+from ._checks import IntLike, as_float_array, check_binary, check_degree, check_feature_dims
 from .dynamics import AbstractSolver, AsyncBinary
 from .energies import DenseEnergy
 from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
@@ -77,8 +77,13 @@ def run_to_convergence(
         (final states (S, N), sweeps taken (S,), converged (S,)).
     """
     solver = AsyncBinary() if solver is None else solver
-    if not solver.binary:
-        raise ValueError("`solver` must be a binary rule (AsyncBinary or SyncBinary).")
+    if not isinstance(solver, AbstractSolver) or not solver.binary:
+        raise ValueError(f"`solver` must be a binary rule (AsyncBinary or SyncBinary), got {type(solver).__name__}.")
+    if not callable(energy):
+        raise TypeError(f"`energy` must be a callable E(state, memories), got {type(energy).__name__}.")
+    starts = as_float_array(starts, name="starts", ndim=2)
+    memories = as_float_array(memories, name="memories", ndim=2)
+    check_binary(starts, name="starts")
     check_feature_dims(starts, memories, state_name="starts")
     check_degree(max_sweeps, name="max_sweeps")
     check_degree(pool_size, name="pool_size")
@@ -143,8 +148,9 @@ def capacity_trials(
     memories with that fraction of bits flipped (recall of the cued memory).
 
     Returns numpy arrays over all trials: `max_overlap` (largest xi . sigma at the end),
-    `on_memory` (ended exactly on a stored memory), `recalled` (ended on the cued memory; equal
-    to `on_memory` for random starts), `sweeps`, `converged`.
+    `on_memory` (ended exactly on a stored memory), `on_mirror` (ended on a negated memory, -xi,
+    which is a minimum too for power F of even degree), `recalled` (ended on the cued memory;
+    equal to `on_memory` for random starts), `sweeps`, `converged`.
     """
     check_degree(dim, name="dim")
     check_degree(num_memories, name="num_memories")
@@ -186,6 +192,7 @@ def _trial_runner(energy, solver, max_sweeps, pool_size, flip_fraction):
         return dict(
             max_overlap=jnp.max(ov, axis=-1),
             on_memory=on_memory,
+            on_mirror=jnp.min(ov, axis=-1) == -dim,
             recalled=recalled,
             sweeps=sweeps,
             converged=converged,
@@ -239,6 +246,7 @@ def capacity_sweep(
                 trials=int(out["recalled"].size),
                 recall_fraction=float(out["recalled"].mean()),
                 on_memory_fraction=float(out["on_memory"].mean()),
+                mirror_fraction=float(out["on_mirror"].mean()),
                 mean_sweeps=float(out["sweeps"].mean()),
                 converged_fraction=float(out["converged"].mean()),
             )
@@ -284,36 +292,55 @@ def double_factorial(m: int) -> int:
     return math.prod(range(m, 0, -2)) if m > 0 else 1
 
 
-def bit_error_probability(dim: int, num_memories: int, degree: int) -> float:
+def _log_double_factorial_odd(m: int) -> float:
+    """log m!! for odd m >= -1: m!! = 2^((m+1)/2) Gamma(m/2 + 1) / sqrt(pi)."""
+    if m <= 1:
+        return 0.0
+    return 0.5 * (m + 1) * math.log(2) + math.lgamma(m / 2 + 1) - 0.5 * math.log(math.pi)
+
+
+def _exp_or_inf(log_value: float) -> float:
+    """exp(log_value), or inf where it exceeds the float range (a capacity beyond 1e308)."""
+    return math.exp(log_value) if log_value < 709.0 else math.inf
+
+
+def bit_error_probability(dim: IntLike, num_memories: IntLike, degree: IntLike) -> float:
     """Probability that one bit of a stored memory is unstable (A3), large-N approximation:
 
     P ~= sqrt((2n-3)!! / (2 pi) * K / N^(n-1)) * exp(- N^(n-1) / (2 K (2n-3)!!)).
+
+    Evaluated in logs, so any degree gives a number (0.0 where it is below 1e-308).
     """
     n = check_degree(degree, minimum=2)
-    check_degree(dim, name="dim")
-    check_degree(num_memories, name="num_memories")
-    c = double_factorial(2 * n - 3)
-    ratio = num_memories / float(dim) ** (n - 1)
-    return math.sqrt(c / (2 * math.pi) * ratio) * math.exp(-1.0 / (2 * ratio * c))
+    dim = check_degree(dim, name="dim")
+    num_memories = check_degree(num_memories, name="num_memories")
+    log_c = _log_double_factorial_odd(2 * n - 3)
+    log_ratio = math.log(num_memories) - (n - 1) * math.log(dim)  # log K / N^(n-1)
+    exponent = -0.5 * _exp_or_inf(-(log_ratio + log_c))  # - 1 / (2 K (2n-3)!! / N^(n-1))
+    log_p = 0.5 * (log_c - math.log(2 * math.pi) + log_ratio) + exponent
+    return math.exp(log_p) if log_p > -745 else 0.0
 
 
-def perfect_recall_capacity(dim: int, degree: int) -> float:
-    """K_max ~= N^(n-1) / (2 (2n-3)!! ln N): all memories stable with high probability (A5)."""
+def perfect_recall_capacity(dim: IntLike, degree: IntLike) -> float:
+    """K_max ~= N^(n-1) / (2 (2n-3)!! ln N): all memories stable with high probability (A5).
+    inf where it exceeds the float range."""
     n = check_degree(degree, minimum=2)
-    check_degree(dim, name="dim", minimum=2)
-    return float(dim) ** (n - 1) / (2 * double_factorial(2 * n - 3) * math.log(dim))
+    dim = check_degree(dim, name="dim", minimum=2)
+    log_k = (n - 1) * math.log(dim) - math.log(2) - _log_double_factorial_odd(2 * n - 3) - math.log(math.log(dim))
+    return _exp_or_inf(log_k)
 
 
-def small_error_alpha(degree: int) -> float:
+def small_error_alpha(degree: IntLike) -> float:
     """alpha_n ~= 0.146 / (2n-3)!!, with K_max = alpha_n N^(n-1) at a small error rate (A4)."""
     n = check_degree(degree, minimum=2)
-    return 0.146 / double_factorial(2 * n - 3)
+    return math.exp(math.log(0.146) - _log_double_factorial_odd(2 * n - 3))
 
 
-def small_error_capacity(dim: int, degree: int) -> float:
-    """K_max = alpha_n N^(n-1) (A4)."""
-    check_degree(dim, name="dim")
-    return small_error_alpha(degree) * float(dim) ** (degree - 1)
+def small_error_capacity(dim: IntLike, degree: IntLike) -> float:
+    """K_max = alpha_n N^(n-1) (A4); inf where it exceeds the float range."""
+    n = check_degree(degree, minimum=2)
+    dim = check_degree(dim, name="dim")
+    return _exp_or_inf(math.log(0.146) - _log_double_factorial_odd(2 * n - 3) + (n - 1) * math.log(dim))
 
 
 # ---------------------------------------------------------------------------------------------

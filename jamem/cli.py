@@ -17,6 +17,16 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _print_table(rows: list[dict], columns: list[str]) -> None:
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
@@ -35,6 +45,11 @@ def _capacity(args) -> int:
     import jax
 
     from . import capacity as cap
+    from ._checks import check_writable
+
+    for name, path in (("--json", args.json), ("--csv", args.csv)):
+        if path:
+            check_writable(path, name=name)
 
     grid = [
         dict(dim=n_dim, num_memories=k, degree=n, kind=kind, seed=args.seed)
@@ -55,7 +70,17 @@ def _capacity(args) -> int:
         r["a5_perfect_recall_K"] = cap.perfect_recall_capacity(r["dim"], r["degree"]) if r["degree"] >= 2 else None
     _print_table(
         rows,
-        ["kind", "degree", "dim", "num_memories", "trials", "recall_fraction", "mean_sweeps", "a5_perfect_recall_K"],
+        [
+            "kind",
+            "degree",
+            "dim",
+            "num_memories",
+            "trials",
+            "recall_fraction",
+            "mirror_fraction",
+            "mean_sweeps",
+            "a5_perfect_recall_K",
+        ],
     )
     if args.json:
         from .provenance import save_json
@@ -80,6 +105,10 @@ def _write_csv(path, rows: list[dict]) -> None:
 
 def _xor(args) -> int:
     from . import capacity as cap
+    from ._checks import check_writable
+
+    if args.json:
+        check_writable(args.json, name="--json")
 
     rows = []
     for kind in ("power", "rectified"):
@@ -200,6 +229,7 @@ def _attack(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamem", description="Dense Associative Memory in JAX.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("mnist", help="train the DenseAM classifier of Krotov & Hopfield 2016 on MNIST")
@@ -263,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_capacity)
 
     p = sub.add_parser("xor", help="the XOR readout of section 3 (A7), by exact enumeration")
-    p.add_argument("--max-degree", type=int, default=6)
+    p.add_argument("--max-degree", type=_positive_int, default=6)
     p.add_argument("--json", help="write the table to this JSON file")
     p.set_defaults(run=_xor)
     return parser
@@ -271,7 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as err:
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__  # one line
+        print(f"jamem {args.command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

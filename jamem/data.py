@@ -49,6 +49,16 @@ IDX_SHA256 = {
     },
 }
 SOURCES = ("auto", "tfds", "idx")
+CACHE_VERSION = "tfds-v1"  # bump when the cached layout changes
+_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+_SIZES = {"train": 60000, "test": 10000}
+
+
+def _check_arrays(arrays: dict[str, np.ndarray]) -> None:
+    for split, size in _SIZES.items():
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.shape != (size, 784) or labels.shape != (size,) or labels.max() > 9:
+            raise ValueError(f"{split} arrays have shapes {images.shape}, {labels.shape}")
 
 
 def default_cache_dir() -> Path:
@@ -102,28 +112,38 @@ def _prepare_with_tfds(name: str, manual_dir: Path | None, cache: Path) -> dict[
     return arrays
 
 
+def verify_idx(name: str, folder: str | os.PathLike) -> dict[str, bytes]:
+    """The raw bytes of `name`'s four IDX files in `folder`, each checked against its registered
+    SHA-256 (a truncated or altered file raises ValueError naming it)."""
+    folder = Path(folder)
+    contents = {}
+    for file in IDX_FILES:
+        raw = (folder / file).read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != IDX_SHA256[name][file]:
+            raise ValueError(
+                f"{folder / file} does not match the registered checksum of {name} (corrupt or truncated?): "
+                f"sha256 {digest}. Replace it with the original IDX .gz file."
+            )
+        contents[file] = raw
+    return contents
+
+
 def read_idx(name: str, folder: str | os.PathLike) -> dict[str, np.ndarray]:
     """The four IDX files of `name` in `folder`, checksummed, as uint8 arrays (no TFDS needed).
 
     Image files: big-endian uint32 magic 2051, count, rows, cols, then the pixels; label files:
     magic 2049, count, then the labels.
     """
-    folder = Path(folder)
+    contents = verify_idx(name, folder)
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         for kind, magic in (("images", 2051), ("labels", 2049)):
-            path = folder / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
-            raw = path.read_bytes()
-            digest = hashlib.sha256(raw).hexdigest()
-            if digest != IDX_SHA256[name][path.name]:
-                raise ValueError(
-                    f"{path} does not match the registered checksum of {name} (corrupt or truncated?): "
-                    f"sha256 {digest}. Replace it with the original IDX .gz file."
-                )
-            content = gzip.decompress(raw)
+            file = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz"
+            content = gzip.decompress(contents[file])
             header = np.frombuffer(content, ">u4", count=4 if kind == "images" else 2)
             if header[0] != magic:
-                raise ValueError(f"{path} is not an IDX {kind} file (magic {header[0]}, expected {magic}).")
+                raise ValueError(f"{file} is not an IDX {kind} file (magic {header[0]}, expected {magic}).")
             values = np.frombuffer(content, np.uint8, offset=4 * header.size)
             arrays[f"{split}_{kind}"] = values.reshape(header[1], -1) if kind == "images" else values.copy()
     return arrays
@@ -165,21 +185,32 @@ def load(
     manual = _manual_dir(name, data_dir)
     if source == "auto":
         source = "tfds" if _has_tfds() else "idx"
-    npz = cache / f"{name}.npz"
     if source == "idx":
         if manual is None:
             raise ValueError(
                 f"`source='idx'` reads the IDX files of {name} from `data_dir` or JAMEM_DATA_DIR; neither is set."
             )
         arrays = read_idx(name, manual)
-    elif npz.is_file():
-        arrays = dict(np.load(npz))
     else:
-        arrays = _prepare_with_tfds(name, manual, cache)
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".{name}.{os.getpid()}.npz"
-        np.savez(tmp, **arrays)
-        os.replace(tmp, npz)
+        if manual is not None:
+            verify_idx(name, manual)  # a damaged source file is noticed even when a cache exists
+        # keyed by the dataset and the version of this layout; the sources are the registered files
+        npz = cache / f"{name}-{CACHE_VERSION}.npz"
+        if not npz.is_file():
+            arrays = _prepare_with_tfds(name, manual, cache)
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f".{name}.{os.getpid()}.npz"
+            np.savez(tmp, **arrays)
+            os.replace(tmp, npz)
+        try:
+            with np.load(npz) as stored:
+                arrays = {key: stored[key] for key in _ARRAYS}
+            _check_arrays(arrays)
+        except Exception as err:  # noqa: BLE001 - any damage to the cache file
+            raise ValueError(
+                f"The prepared cache {npz} is corrupt ({type(err).__name__}: {err}); delete it and load again to "
+                f"rebuild it from the source files."
+            ) from err
     stored = "test" if split == "test" else "train"
     images, labels = arrays[f"{stored}_images"], arrays[f"{stored}_labels"]
     if split != "test" and validation_size:

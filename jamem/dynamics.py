@@ -39,9 +39,17 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ._checks import as_float_array, check_binary, check_feature_dims, check_positive, is_concrete
-from .energies import DenseEnergy
-from .separation import overlap_scale
+from ._checks import (
+    IntLike,
+    as_float_array,
+    check_binary,
+    check_degree,
+    check_feature_dims,
+    check_positive,
+    is_concrete,
+)
+from .energies import AbstractEnergy, DenseEnergy
+from .separation import gap_sign
 
 
 class Solution(eqx.Module):
@@ -108,7 +116,7 @@ class AsyncBinary(AbstractSolver):
         order = jnp.arange(n) if self.order == "sequential" else jax.random.permutation(key, n)
         if isinstance(energy, DenseEnergy):
             separation = energy.separation
-            scale = overlap_scale(memories)
+            reference = separation.memories_reference(memories)
             columns = memories.T
 
             def update(carry, i):
@@ -119,7 +127,7 @@ class AsyncBinary(AbstractSolver):
                 # overlaps to decide, one to update.
                 plus = overlaps + column * (1.0 - current)
                 minus = overlaps - column * (1.0 + current)
-                new = _sign_or_keep(separation.gap(plus, minus, scale), current)
+                new = _sign_or_keep(gap_sign(separation, plus, minus, reference=reference), current)
                 new = jnp.where(clamped[i], current, new)
                 return (sigma.at[i].set(new), overlaps + column * (new - current)), None
 
@@ -143,13 +151,13 @@ class SyncBinary(AbstractSolver):
     def step(self, energy, state, memories, clamped, key):
         del key
         if isinstance(energy, DenseEnergy):
-            scale = overlap_scale(memories)
             overlaps = memories @ state
+            reference = energy.separation.memories_reference(memories)
 
             def gap(i):
                 column = memories[:, i]
                 rest = overlaps - column * state[i]
-                return energy.separation.gap(rest + column, rest - column, scale)
+                return gap_sign(energy.separation, rest + column, rest - column, reference=reference)
 
         else:
 
@@ -277,10 +285,10 @@ def retrieve(
     memories: Float[Array, "K N"] | PyTree,
     *,
     solver: AbstractSolver | None = None,
-    steps: int = 100,
+    steps: IntLike = 100,
     tol: float | None = None,
     mask: Bool[Array, " N"] | None = None,
-    save_every: int | None = None,
+    save_every: IntLike | None = None,
     key: PRNGKeyArray | None = None,
 ) -> Solution:
     """Retrieve a memory from the query `x0` by descending `energy`.
@@ -328,11 +336,9 @@ def retrieve(
         for leaf in leaves:
             if is_concrete(leaf) and jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.all(np.isfinite(leaf)):
                 raise ValueError("`memories` contains NaN or infinite values.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+    steps = check_degree(steps, name="steps")
     if save_every is not None:
-        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
-            raise ValueError(f"`save_every` must be a positive integer or None, got {save_every!r}.")
+        save_every = check_degree(save_every, name="save_every")
         if steps % save_every:
             raise ValueError(f"`steps` ({steps}) must be a multiple of `save_every` ({save_every}).")
     if solver.binary:
@@ -358,6 +364,16 @@ def retrieve(
         if key.dtype != jnp.uint32 or key.shape != (2,):
             raise TypeError("`key` must be a jax.random key (jax.random.key or jax.random.PRNGKey).")
 
+    low_precision = [
+        str(a.dtype) for a in [x0, *jax.tree_util.tree_leaves(memories)] if eqx.is_array(a) and a.dtype.itemsize < 4
+    ]
+    if low_precision and isinstance(energy, AbstractEnergy) and not energy.low_precision_ok:
+        raise TypeError(
+            f"`x0` / `memories` are {low_precision[0]}, where {type(energy).__name__} overflows or loses its "
+            f"landscape; use float32, or an energy stable in low precision (LogSumExpEnergy, GaussianKernelEnergy, "
+            f"DenseEnergy(..., log_domain=True))."
+        )
+
     def step(state, k):
         return solver.step(energy, state, memories, clamped, k)
 
@@ -367,9 +383,19 @@ def retrieve(
     final, num_steps, converged, states, energies = _run(
         step, energy_of, x0, steps=steps, tol=tol, save_every=save_every, key=key
     )
+    final_energy = energy_of(final)
+    finite = jnp.all(jnp.isfinite(final)) & jnp.isfinite(final_energy)
+    if energies is not None:
+        finite = finite & jnp.all(jnp.isfinite(energies))
+    final = eqx.error_if(
+        final,
+        ~finite,
+        "retrieve: the state or its energy is not finite (an overflow: E = -sum F(xi . x) with a large degree "
+        "exceeds float32; use DenseEnergy(..., log_domain=True), or a smaller step size)",
+    )
     return Solution(
         state=final,
-        energy=energy_of(final),
+        energy=final_energy,
         num_steps=num_steps,
         converged=converged,
         trajectory=states,

@@ -18,11 +18,17 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._checks import check_degree, check_positive
-from .separation import AbstractSeparation, as_separation, overlap_scale
+from .separation import AbstractSeparation, as_separation
 
 
 class AbstractEnergy(eqx.Module):
     """An energy E(state, memories) -> scalar."""
+
+    @property
+    def low_precision_ok(self) -> bool:
+        """Whether float16 / bfloat16 states and memories give correct values (`jamem.retrieve`
+        refuses them otherwise)."""
+        return False
 
     def __call__(self, state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Float[Array, ""]:
         raise NotImplementedError
@@ -41,24 +47,58 @@ class DenseEnergy(AbstractEnergy):
 
     Args:
         separation: F, e.g. `Power(3)`, `RectifiedPower(20)`, `Exponential()` or any callable.
-        normalise: if True, return `- sum_mu F.scaled(xi^mu . sigma, s)` with s the power of two
-            at or above max_mu |xi^mu|_1: for power F this is E / s^n, the same landscape up to a
-            positive factor, finite in float32 at n = 30. The retrieval rules always use the
-            rescaled form internally.
+        log_domain: if True, return instead
+
+            E_log(sigma) = - sign(S) log(1 + |S|),   S = sum_mu F(xi^mu . sigma) = -E,
+
+            a strictly increasing function of E: the same minima, the same order of any two
+            states and the same descent directions (grad E_log = grad E / (1 + |E|)), computed
+            from log |F| without forming F, so it stays finite in float32 and float16 for any
+            degree (with F = x^30 at N = 784, E itself is about -10^86 and overflows float32 to
+            -inf; `jamem.retrieve` refuses such an energy with an error pointing here).
+
+    The binary retrieval rules never need E's value: they decide from `gap_sign`, exactly at any
+    degree, in either form.
     """
 
     separation: AbstractSeparation
-    normalise: bool = eqx.field(static=True, default=False)
+    log_domain: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, separation, *, normalise: bool = False):
+    def __init__(self, separation, *, log_domain: bool = False):
         self.separation = as_separation(separation)
-        self.normalise = bool(normalise)
+        if not isinstance(log_domain, bool):
+            raise TypeError(f"`log_domain` must be True or False, got {log_domain!r}.")
+        self.log_domain = log_domain
+
+    @property
+    def low_precision_ok(self) -> bool:
+        return self.log_domain
 
     def __call__(self, state, memories):
         overlaps = memories @ state
-        if self.normalise:
-            return -jnp.sum(self.separation.scaled(overlaps, overlap_scale(memories)))
-        return -jnp.sum(self.separation(overlaps))
+        if not self.log_domain:
+            return -jnp.sum(self.separation(overlaps))
+        # where F = 0 (log -inf) evaluate log |F| at a harmless point, so its gradient is 0, not NaN
+        signs, logs = self.separation.log_abs(jax.lax.stop_gradient(overlaps))
+        present = jnp.isfinite(logs) & (signs != 0)
+        signs, logs = self.separation.log_abs(jnp.where(present, overlaps, 1.0))
+        return -signed_log1p_sum(jnp.where(present, signs, 0.0), jnp.where(present, logs, -jnp.inf))
+
+
+def signed_log1p_sum(signs: Float[Array, " K"], logs: Float[Array, " K"]) -> Float[Array, ""]:
+    """sign(S) log(1 + |S|) for S = sum_k signs_k exp(logs_k), without forming exp(logs_k).
+
+    Terms with log -inf (F = 0) contribute nothing and give a zero, not NaN, gradient.
+    """
+    present = jnp.isfinite(logs) & (signs != 0)
+    safe_logs = jnp.where(present, logs, 0.0)
+    top = jax.lax.stop_gradient(jnp.max(jnp.where(present, safe_logs, -jnp.inf), initial=-jnp.inf))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    scaled = jnp.sum(jnp.where(present, signs * jnp.exp(safe_logs - top), 0.0))  # S / e^top
+    nonzero = scaled != 0
+    safe_scaled = jnp.where(nonzero, scaled, 1.0)
+    magnitude = jnp.logaddexp(0.0, top + jnp.log(jnp.abs(safe_scaled)))  # log(1 + |S|)
+    return jnp.where(nonzero, jnp.sign(scaled) * magnitude, 0.0)
 
 
 class LogSumExpEnergy(AbstractEnergy):
@@ -90,6 +130,10 @@ class LogSumExpEnergy(AbstractEnergy):
     def __init__(self, beta: float = 1.0, *, chunk_size: int | None = None):
         self.beta = check_positive(beta, name="beta")
         self.chunk_size = None if chunk_size is None else check_degree(chunk_size, name="chunk_size")
+
+    @property
+    def low_precision_ok(self) -> bool:
+        return True
 
     def __call__(self, state, memories):
         num = memories.shape[0]
@@ -163,6 +207,10 @@ class GaussianKernelEnergy(AbstractEnergy):
 
     def __init__(self, beta: float = 1.0):
         self.beta = check_positive(beta, name="beta")
+
+    @property
+    def low_precision_ok(self) -> bool:
+        return True
 
     def __call__(self, state, memories):
         sq_dist = jnp.sum((memories - state[None, :]) ** 2, axis=-1)

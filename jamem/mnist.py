@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import data, plots, prototypes, train
+from ._checks import check_degree, check_writable
 from .provenance import save_json
 
 
@@ -26,7 +27,7 @@ def run(
     cache_dir: str | None = None,
     train_size: int | None = None,
     validation: bool = False,
-    resume: bool = False,
+    resume: bool | str = False,
     checkpoint_every: int = 10,
     eval_every: int = 1,
     progress: bool = True,
@@ -42,12 +43,19 @@ def run(
         validation: hold out the last 10k training images and report on them instead of the test
             set (the paper's hyperparameter protocol, A13).
         train_size: use only the first `train_size` training images (quick runs).
-        resume: continue from the checkpoint `<out_dir>/<dataset>_n<degree>.ckpt` if present.
+        resume: continue from the checkpoint `<out_dir>/<dataset>_n<degree>.ckpt` (True: it must
+            exist; "auto": if it exists), `jamem.train.fit`.
         source: where the data comes from (`jamem.data.load`).
         deadline: stop after the epoch that ends past this `time.time()` (`jamem.train.fit`); the
             summary's "complete" is then False and a later call with `resume=True` continues.
     """
-    config = train.preset(degree, **overrides)
+    config = train.preset(degree, **overrides)  # validates every setting before the data is read
+    check_degree(checkpoint_every, name="checkpoint_every")
+    check_degree(eval_every, name="eval_every")
+    if train_size is not None:
+        train_size = check_degree(train_size, name="train_size")
+    stem = Path(out_dir) / f"{dataset}_n{degree}"
+    check_writable(stem.with_suffix(".json"), name="out_dir")
     where = dict(data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0, source=source)
     images, labels = data.load(dataset, split="train", **where)
     eval_split = "validation" if validation else "test"
@@ -56,7 +64,6 @@ def run(
         if train_size < config.batch_size:
             raise ValueError(f"`train_size` must be at least batch_size={config.batch_size}, got {train_size}.")
         images, labels = images[:train_size], labels[:train_size]
-    stem = Path(out_dir) / f"{dataset}_n{degree}"
     model, history = train.fit(
         config,
         (images, labels),

@@ -7,14 +7,18 @@ The energy of a DenseAM (Krotov & Hopfield 2016, arXiv:1606.01164, eq. 2) is
 `F(x) = x^2` is the classical Hopfield network; higher powers and rectified powers give the dense
 memories of the paper; `F(x) = exp(x)` is Demircigil et al. (2017).
 
-Each separation is a small final `equinox.Module` with three views of F:
+Each separation is a small final `equinox.Module` with these views of F:
 
 - `__call__(x)`: F(x) itself.
-- `scaled(x, scale)`: F(x) times a positive constant that depends only on `scale` (for power F,
-  F(x / scale) = F(x) / scale^n). Energies compared with the same `scale` keep their order, and
-  the values stay finite in float32 for n = 30.
-- `gap(plus, minus, scale)`: a number with the sign of sum_mu [F(plus_mu) - F(minus_mu)], the
-  quantity the asynchronous update rule needs (A2).
+- `scaled(x, reference)`: F(x) divided by a positive constant fixed by `reference` (for power F,
+  (x / reference)^n = F(x) / reference^n), so that values compared with one reference keep their
+  order and the largest stays near 1 in float32 whatever n.
+- `reference(plus, minus, where)`: the reference for one comparison, from its own arguments.
+- `log_abs(x)`: (sign F(x), log |F(x)|), for energies in log form.
+
+`gap_sign(separation, plus, minus)` gives the sign of sum_mu [F(plus_mu) - F(minus_mu)], the
+decision of the binary update rules (arXiv:1606.01164, eq. 3), exactly as in real arithmetic
+wherever float rounding cannot tie two different sums: see its docstring.
 
 Any plain callable F works too: wrap it with `as_separation`.
 """
@@ -26,7 +30,8 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, Bool, Float
 
 from ._checks import check_degree, check_positive
 
@@ -37,45 +42,103 @@ class AbstractSeparation(eqx.Module):
     def __call__(self, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         raise NotImplementedError
 
-    def scaled(self, x: Float[Array, "*shape"], scale) -> Float[Array, "*shape"]:
-        """F(x) times a positive constant fixed by `scale` (default: the constant 1)."""
-        del scale
+    def scaled(self, x: Float[Array, "*shape"], reference) -> Float[Array, "*shape"]:
+        """F(x) divided by a positive constant fixed by `reference` (default: F(x) itself)."""
+        del reference
         return self(x)
 
-    def gap(self, plus: Float[Array, " K"], minus: Float[Array, " K"], scale) -> Float[Array, ""]:
-        """A scalar with the sign of sum_mu F(plus_mu) - F(minus_mu)."""
-        return jnp.sum(self.scaled(plus, scale) - self.scaled(minus, scale))
+    def reference(self, plus: Float[Array, " K"], minus: Float[Array, " K"], where: Bool[Array, " K"]):
+        """The reference for `scaled` that brings the largest F(plus_mu), F(minus_mu) (mu where
+        `where`) to about 1 (default: unused)."""
+        del plus, minus, where
+        return 1.0
+
+    def log_abs(self, x: Float[Array, "*shape"]) -> tuple[Float[Array, "*shape"], Float[Array, "*shape"]]:
+        """(sign F(x), log |F(x)|), -inf where F(x) = 0."""
+        value = self(x)
+        return jnp.sign(value), jnp.log(jnp.abs(value))
+
+    @property
+    def rounding_steps(self) -> int:
+        """Roundings in one `scaled` value (its float error is at most this many ulps)."""
+        return 4
+
+    @property
+    def scaled_is_bounded(self) -> bool:
+        """Whether |`scaled`| <= 1 at a reference from `reference` or `memories_reference`."""
+        return False
+
+    def memories_reference(self, memories: Float[Array, "K N"]):
+        """A reference for `scaled` that holds for every +-1 state (None: none exists)."""
+        del memories
+        return None
 
 
-class Power(AbstractSeparation):
-    """F(x) = x^n. n = 2 is the classical Hopfield network (Krotov & Hopfield 2016, A1)."""
+def _power_reference(values, where, degree: int):
+    """The reference of a power F: the largest |argument| where `where` (1 if none is positive),
+    rounded up to a power of two while 2^-degree stays well inside the dtype's normal range, so
+    that the division is exact and integer overlaps give exact terms (ties then cancel as in exact
+    arithmetic)."""
+    largest = jnp.max(jnp.where(where, values, 0.0), initial=0.0)
+    largest = jnp.where(largest > 0, largest, 1.0)
+    exact_division = degree <= -jnp.finfo(values.dtype).minexp * 3 // 4  # 94 in float32
+    return jnp.exp2(jnp.ceil(jnp.log2(largest))) if exact_division else largest
+
+
+class _AbstractPowerSeparation(AbstractSeparation):
+    """What x^n and max(x, 0)^n share: the degree, their rounding, and a bound for every state."""
 
     degree: int = eqx.field(static=True)
 
     def __init__(self, degree: int):
         self.degree = check_degree(degree)
+
+    @property
+    def rounding_steps(self) -> int:
+        return 2 * self.degree.bit_length() + 2  # the division and repeated squaring
+
+    @property
+    def scaled_is_bounded(self) -> bool:
+        return True
+
+    def memories_reference(self, memories):
+        # A bound for every state saves a pass per comparison; past n = 10 the terms of random
+        # states fall below float32's range at it (x^n with x / bound ~ 0.03), so each comparison
+        # takes its own largest term instead.
+        return overlap_scale(memories) if self.degree <= 10 else None
+
+
+class Power(_AbstractPowerSeparation):
+    """F(x) = x^n. n = 2 is the classical Hopfield network (Krotov & Hopfield 2016, A1)."""
 
     def __call__(self, x):
         return x**self.degree
 
-    def scaled(self, x, scale):
-        # Dividing by a power of two is exact, so the rounding is that of F(x) itself.
-        return (x / scale) ** self.degree
+    def scaled(self, x, reference):
+        return (x / reference) ** self.degree
+
+    def reference(self, plus, minus, where):
+        return _power_reference(jnp.maximum(jnp.abs(plus), jnp.abs(minus)), where, self.degree)
+
+    def log_abs(self, x):
+        sign = jnp.sign(x) if self.degree % 2 else jnp.ones_like(x)
+        return sign, self.degree * jnp.log(jnp.abs(x))
 
 
-class RectifiedPower(AbstractSeparation):
+class RectifiedPower(_AbstractPowerSeparation):
     """F(x) = max(x, 0)^n, the rectified polynomial (Krotov & Hopfield 2016, A1)."""
-
-    degree: int = eqx.field(static=True)
-
-    def __init__(self, degree: int):
-        self.degree = check_degree(degree)
 
     def __call__(self, x):
         return jax.nn.relu(x) ** self.degree
 
-    def scaled(self, x, scale):
-        return jax.nn.relu(x / scale) ** self.degree
+    def scaled(self, x, reference):
+        return jax.nn.relu(x / reference) ** self.degree
+
+    def reference(self, plus, minus, where):
+        return _power_reference(jnp.maximum(plus, minus), where, self.degree)
+
+    def log_abs(self, x):
+        return jnp.ones_like(x), self.degree * jnp.log(jax.nn.relu(x))
 
 
 class Exponential(AbstractSeparation):
@@ -89,15 +152,19 @@ class Exponential(AbstractSeparation):
     def __call__(self, x):
         return jnp.exp(self.beta * x)
 
-    def scaled(self, x, scale):
-        # exp(beta (x - scale)) = F(x) exp(-beta scale); finite whenever |x| <= scale.
-        return jnp.exp(self.beta * (x - scale))
+    def scaled(self, x, reference):
+        # exp(beta (x - reference)) = F(x) exp(-beta reference)
+        return jnp.exp(self.beta * (x - reference))
 
-    def gap(self, plus, minus, scale):
-        del scale
-        # Subtracting the current largest argument keeps the leading term at 1 (log domain).
-        shift = jax.lax.stop_gradient(jnp.maximum(jnp.max(plus), jnp.max(minus)))
-        return jnp.sum(jnp.exp(self.beta * (plus - shift)) - jnp.exp(self.beta * (minus - shift)))
+    def reference(self, plus, minus, where):
+        return jnp.max(jnp.where(where, jnp.maximum(plus, minus), -jnp.inf), initial=-jnp.inf).clip(min=-1e30)
+
+    @property
+    def scaled_is_bounded(self) -> bool:
+        return True
+
+    def log_abs(self, x):
+        return jnp.ones_like(x), self.beta * x
 
 
 class CustomSeparation(AbstractSeparation):
@@ -107,6 +174,64 @@ class CustomSeparation(AbstractSeparation):
 
     def __call__(self, x):
         return self.fn(x)
+
+
+def gap_sign(
+    separation: AbstractSeparation,
+    plus: Float[Array, " K"],
+    minus: Float[Array, " K"],
+    *,
+    reference=None,
+) -> Float[Array, ""]:
+    """sign( sum_mu F(plus_mu) - F(minus_mu) ) in {-1, 0, +1}: the decision of the binary rules.
+
+    First the terms are summed at `reference` (a bound fixed for the whole retrieval, e.g.
+    `memories_reference`; None: the largest term of this comparison), with a float32 error
+    bound: where the sum is further from 0 than the bound, its sign is the sign exact arithmetic
+    gives. Otherwise (a near tie, or terms that underflow at that reference: with F = x^30 and
+    overlaps of a few tens, unscaled terms overflow float32 and terms scaled by a fixed bound
+    underflow to 0) the terms are compared level by level at the scale of the largest remaining
+    term: terms of equal size and opposite sign cancel exactly, and where the largest terms all
+    cancel (two memories tied in overlap, say) the rest are compared again at their own scale. So a
+    decision that rests on terms 10^-60 times smaller than the cancelled ones is still taken as
+    exact arithmetic takes it. Only two different sums closer than about K float32 ulps of the
+    largest remaining term can be mistaken for each other.
+    """
+    eps = float(jnp.finfo(plus.dtype).eps)
+    everything = jnp.ones(plus.shape, bool)
+    if reference is None:
+        reference = separation.reference(plus, minus, everything)
+    count = plus.shape[0]
+    high, low = separation.scaled(plus, reference), separation.scaled(minus, reference)
+    terms = high - low
+    # An accurate sum (Rump, Ogita & Oishi 2008, extraction): with |terms| <= 2 (`scaled` is at
+    # most 1 at a valid reference), the parts rounded to multiples of ulp(grid) sum exactly, so
+    # the summation error is second order and the bound below does not grow with K.
+    grid = 2.0 ** (int(np.ceil(np.log2(count + 2))) + 1)
+    coarse = (grid + terms) - grid
+    total = jnp.sum(coarse) + jnp.sum(terms - coarse)
+    # each term's own rounding (a few ulps per operation), the fine parts' sum, terms flushed to 0
+    error = eps * (4 * separation.rounding_steps + 8) * jnp.sum(jnp.abs(high) + jnp.abs(low))
+    error = error + 4 * count * eps * eps * grid + 4 * count * float(jnp.finfo(plus.dtype).tiny)
+    certain = jnp.abs(total) > error  # False for inf / NaN too
+    if not separation.scaled_is_bounded:
+        certain = certain & (jnp.max(jnp.abs(terms)) <= 2)
+
+    def level(remaining):
+        reference = separation.reference(plus, minus, remaining)
+        terms = jnp.where(remaining, separation.scaled(plus, reference) - separation.scaled(minus, reference), 0.0)
+        size = jnp.abs(terms)
+        top = jnp.max(size)
+        at_top = remaining & (size == top)
+        net = jnp.sum(jnp.where(at_top, jnp.sign(terms), 0.0))
+        # the largest terms decide unless they cancel exactly; then compare the rest afresh
+        decided = (net != 0) | (top == 0) | ~jnp.any(remaining & ~at_top)
+        sign = jnp.where(net != 0, jnp.sign(jnp.sum(terms)), 0.0)
+        return remaining & ~at_top, decided, sign
+
+    start = (plus != minus, certain, jnp.sign(total))  # a memory with plus = minus adds exactly 0
+    _, _, sign = jax.lax.while_loop(lambda carry: ~carry[1], lambda carry: level(carry[0]), start)
+    return sign
 
 
 def as_separation(separation) -> AbstractSeparation:

@@ -10,7 +10,10 @@ epoch's shuffle key is `fold_in(key, epoch)`, so a resumed run replays the same 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
+import numbers
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +27,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_degree, check_positive
+from ._checks import check_degree, check_positive, check_writable
 from .models.classifier import DenseAMClassifier, power_loss
 from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
 
@@ -50,17 +53,27 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        check_degree(self.degree)
-        check_degree(self.num_memories, name="num_memories")
-        check_degree(self.epochs, name="epochs")
-        check_degree(self.batch_size, name="batch_size")
-        check_degree(self.loss_power, name="loss_power")
-        check_positive(self.learning_rate, name="learning_rate")
+        for name in ("degree", "num_memories", "epochs", "batch_size", "loss_power"):
+            object.__setattr__(self, name, check_degree(getattr(self, name), name=name))
+        for name in ("temperature_ramp_epochs", "seed"):
+            object.__setattr__(self, name, check_degree(getattr(self, name), name=name, minimum=0))
+        for name in ("learning_rate", "temperature_initial", "temperature_final", "init_std"):
+            object.__setattr__(self, name, check_positive(getattr(self, name), name=name))
+        _check_in_range(self.init_mean, "init_mean", -math.inf, math.inf, "a finite number")
+        _check_in_range(self.momentum, "momentum", 0, 1, "[0, 1)", closed_above=False)
+        _check_in_range(self.learning_rate_decay, "learning_rate_decay", 0, 1, "(0, 1]", closed_below=False)
         if self.loss not in ("power", "cross_entropy"):
             raise ValueError(f"`loss` must be 'power' or 'cross_entropy', got {self.loss!r}.")
 
     def temperature(self) -> TemperatureRamp:
         return TemperatureRamp(self.temperature_initial, self.temperature_final, self.temperature_ramp_epochs)
+
+
+def _check_in_range(value, name, low, high, text, *, closed_below=True, closed_above=True):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low <= value if closed_below else low < value) and (value <= high if closed_above else value < high)
+    if not ok:
+        raise ValueError(f"`{name}` must lie in {text}, got {value!r}.")
 
 
 # The paper's ranges (A10-A12): small n ramp T and use m ~ 2-4; large n keep T in [500, 700], m ~ 30.
@@ -203,28 +216,62 @@ def error_rate(model: DenseAMClassifier, images, labels, *, temperature=1.0) -> 
 
 
 def save_checkpoint(path: str | os.PathLike, state, *, header: dict) -> Path:
-    """Write a JSON header line then the pytree's leaves (equinox serialisation), atomically."""
+    """Write a JSON header line then the pytree's leaves (equinox serialisation), atomically.
+
+    The header records the SHA-256 of the leaves, which `load_checkpoint` verifies.
+    """
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    eqx.tree_serialise_leaves(buffer, state)
+    payload = buffer.getvalue()
+    header = {**header, "sha256": hashlib.sha256(payload).hexdigest()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(json.dumps(header).encode() + b"\n")
-        eqx.tree_serialise_leaves(f, state)
+        f.write(payload)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)  # readers see the old checkpoint or the new one, never half of one
     return path
 
 
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed `save_checkpoint` left beside `path`; returns them."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 def load_checkpoint(path: str | os.PathLike, like):
-    """(header, state) from `save_checkpoint`; `like` is a pytree of the same structure."""
+    """(header, state) from `save_checkpoint`; `like` is a pytree of the same structure.
+
+    Raises ValueError when the file is corrupt: its header does not parse, its contents do not
+    match the recorded SHA-256, or they do not fit `like`.
+    """
+    import io
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at `path` {path}.")
     try:
         with open(path, "rb") as f:
             header = json.loads(f.readline())
-            state = eqx.tree_deserialise_leaves(f, like)
+            payload = f.read()
+    except (ValueError, OSError) as err:
+        raise ValueError(f"The checkpoint {path} is corrupt (its header does not parse): {err}") from err
+    recorded = header.get("sha256") if isinstance(header, dict) else None
+    if recorded is not None and hashlib.sha256(payload).hexdigest() != recorded:
+        raise ValueError(
+            f"The checkpoint {path} is corrupt: its contents do not match the SHA-256 in its header (a partial "
+            f"copy or a damaged disk?). Restore it, or delete it to start afresh."
+        )
+    try:
+        state = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
     except Exception as err:  # noqa: BLE001 - re-raised with the file named
         raise ValueError(f"The checkpoint {path} is corrupt or from another configuration: {err}") from err
     return header, state
@@ -307,7 +354,7 @@ def fit(
     optimizer: optax.GradientTransformation | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every: int = 10,
-    resume: bool = False,
+    resume: bool | str = False,
     metrics_path: str | os.PathLike | None = None,
     eval_every: int = 1,
     progress: bool = True,
@@ -316,21 +363,46 @@ def fit(
 ) -> tuple[DenseAMClassifier, History]:
     """Train a DenseAM classifier for `config.epochs` epochs; returns (model, history).
 
+    A non-finite loss or parameters stop training with `FloatingPointError` before anything of
+    that epoch is written, so the last checkpoint stays the last good state.
+
     Args:
         config: hyperparameters; `preset(n)` gives the paper's.
         train, test: (images (P, 784) in [-1, 1], integer labels (P,)).
         optimizer: defaults to the paper's A11 rule with the per-epoch decay; any optax
             optimiser works (it is called with `params`).
         checkpoint_path: where to write checkpoints every `checkpoint_every` epochs and at the end.
-        resume: continue from `checkpoint_path` if it exists (same config and data required).
+            Each carries a SHA-256 of its contents; temporaries of a killed write are removed.
+        resume: True continues from `checkpoint_path` (an error if there is none); "auto"
+            continues if it exists, else starts afresh. The config (but for `epochs`) and the
+            training data (shape and SHA-256) must match the checkpoint's.
         metrics_path: JSON file rewritten after every epoch with the config and history.
+        eval_every: evaluate `test` every this many epochs (and after the last).
         deadline: a `time.time()` value; the first epoch to end after it is the last one run, a
             checkpoint is written, and `resume=True` continues later (for short accelerator slots).
             The history then has fewer than `config.epochs` rows.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"`config` must be a TrainConfig (see `preset`), got {type(config).__name__}.")
     images, labels = _check_split(train, "train")
     if test is not None:
         test_images, test_labels = _check_split(test, "test")
+        if test_images.shape[1] != images.shape[1]:
+            raise ValueError(
+                f"`test` images have {test_images.shape[1]} features but `train` images have {images.shape[1]}."
+            )
+    checkpoint_every = check_degree(checkpoint_every, name="checkpoint_every")
+    eval_every = check_degree(eval_every, name="eval_every")
+    if resume not in (False, True, "auto"):
+        raise ValueError(f"`resume` must be True, False or 'auto', got {resume!r}.")
+    if resume is True and (checkpoint_path is None or not Path(checkpoint_path).is_file()):
+        raise FileNotFoundError(
+            f"`resume=True` but there is no checkpoint at `checkpoint_path` {checkpoint_path}; pass resume='auto' to "
+            f"start afresh when there is none."
+        )
+    for name, target in (("checkpoint_path", checkpoint_path), ("metrics_path", metrics_path)):
+        if target is not None:
+            check_writable(target, name=name)
     if images.shape[0] < config.batch_size:
         raise ValueError(f"`train` has {images.shape[0]} images, fewer than batch_size={config.batch_size}.")
     devices = jax.local_device_count()
@@ -348,12 +420,20 @@ def fit(
     shuffle_key = jax.random.split(jax.random.key(config.seed))[1]
     history, start = History(), 0
     config_dict = dataclasses.asdict(config)
+    data = data_fingerprint(images, labels)
+    if checkpoint_path is not None:
+        remove_stale_temporaries(checkpoint_path)
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         header, (model, opt_state) = load_checkpoint(checkpoint_path, (model, opt_state))
         # a run may be extended (more epochs); anything else must match
         differ = sorted(k for k in config_dict if k != "epochs" and header["config"].get(k) != config_dict[k])
         if differ:
             raise ValueError(f"`resume`: the checkpoint {checkpoint_path} was written with other {', '.join(differ)}.")
+        if "data" in header and header["data"] != data:  # checkpoints before jamem 0.1.1 have no record
+            raise ValueError(
+                f"`resume`: the checkpoint {checkpoint_path} was trained on other data ({header['data']}) than "
+                f"`train` ({data}): another dataset, split, size or order."
+            )
         start, history = header["epoch"], History(header["history"])
 
     replicated = data_sharding(axis=0, ndim=1)
@@ -376,6 +456,12 @@ def fit(
             loss=config.loss,
             loss_power=config.loss_power,
         )
+        if not (np.isfinite(float(loss)) and bool(jnp.all(jnp.isfinite(model.memories)))):
+            raise FloatingPointError(
+                f"Training diverged at epoch {epoch + 1}: the loss is {float(loss)} or the memories are not finite. "
+                f"Nothing of this epoch was written"
+                + (f"; {checkpoint_path} still holds the last good state." if checkpoint_path is not None else ".")
+            )
         row = {
             "epoch": epoch + 1,
             "loss": float(loss),
@@ -393,7 +479,7 @@ def fit(
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(train=f"{row['train_error']:.4f}", test=_fmt(row["test_error"]), T=f"{temperature:.0f}")
         if checkpoint_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
-            header = {"epoch": epoch + 1, "config": config_dict, "history": history.rows}
+            header = {"epoch": epoch + 1, "config": config_dict, "data": data, "history": history.rows}
             save_checkpoint(checkpoint_path, (model, opt_state), header=header)
         if metrics_path is not None:
             from .provenance import save_json
@@ -404,6 +490,13 @@ def fit(
         if stopping:
             break
     return model, history
+
+
+def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> dict:
+    """Shape and SHA-256 of a training set, recorded in checkpoints and checked on resume."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    return {"images": list(images.shape), "sha256": digest.hexdigest()[:16]}
 
 
 def _check_split(split, name: str) -> tuple[np.ndarray, np.ndarray]:

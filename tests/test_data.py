@@ -24,7 +24,7 @@ def test_mnist_loads_real_data(cache):
     train, _ = data.load("mnist", split="train", data_dir=SHARED, cache_dir=cache, validation_size=10000)
     val, _ = data.load("mnist", split="validation", data_dir=SHARED, cache_dir=cache, validation_size=10000)
     assert train.shape == (50000, 784) and val.shape == (10000, 784)
-    assert (cache / "mnist.npz").is_file()
+    assert (cache / f"mnist-{data.CACHE_VERSION}.npz").is_file()
 
 
 @needs_data
@@ -93,3 +93,20 @@ def test_idx_source_needs_a_folder(monkeypatch):
         data.load("mnist", source="idx")
     with pytest.raises(ValueError, match="`source`"):
         data.load("mnist", source="web")
+
+
+@needs_data
+def test_damaged_source_is_noticed_even_with_a_cache(tmp_path, cache):
+    data.load("mnist", split="test", data_dir=SHARED, cache_dir=cache)  # the cache exists
+    _truncated_copy(tmp_path, "train-labels-idx1-ubyte.gz", slice(0, -1))
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz does not match the registered checksum"):
+        data.load("mnist", split="test", data_dir=tmp_path, cache_dir=cache)
+
+
+@needs_data
+def test_corrupt_cache_says_how_to_rebuild(tmp_path, cache):
+    shutil.copy(cache / f"mnist-{data.CACHE_VERSION}.npz", tmp_path / f"mnist-{data.CACHE_VERSION}.npz")
+    damaged = tmp_path / f"mnist-{data.CACHE_VERSION}.npz"
+    damaged.write_bytes(damaged.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="corrupt.*delete it"):
+        data.load("mnist", data_dir=SHARED, cache_dir=tmp_path)

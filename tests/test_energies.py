@@ -1,10 +1,12 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jamem as jm
-from jamem.separation import overlap_scale
+from jamem.separation import gap_sign
 
 
 def _memories(key, k=7, n=12):
@@ -61,33 +63,46 @@ def test_log_sum_relu_gradient_closed_form(key):
     np.testing.assert_allclose(grad, expected, rtol=1e-4)
 
 
-@pytest.mark.parametrize("sep", [jm.Power(30), jm.RectifiedPower(30), jm.Power(20)])
-def test_high_degree_finite_in_float32(sep):
+@pytest.mark.parametrize("sep", [jm.Power(30), jm.RectifiedPower(30), jm.Power(20), jm.Power(3), jm.Power(31)])
+@pytest.mark.parametrize("start", ["memory", "random"])
+def test_log_domain_energy_finite_and_exact_in_float32(sep, start):
     xi = jax.random.rademacher(jax.random.key(0), (50, 784), dtype=jnp.float32)
-    sigma = xi[3]  # overlap 784: 784^30 overflows float32 without rescaling
-    assert not jnp.isfinite(jm.DenseEnergy(sep)(sigma, xi))
-    e = jm.DenseEnergy(sep, normalise=True)(sigma, xi)
-    g = jax.grad(jm.DenseEnergy(sep, normalise=True))(sigma, xi)
+    sigma = xi[3] if start == "memory" else jax.random.rademacher(jax.random.key(5), (784,), dtype=jnp.float32)
+    if sep.degree >= 30 and start == "memory":  # 784^30 overflows float32: raw E is -inf
+        assert not jnp.isfinite(jm.DenseEnergy(sep)(sigma, xi))
+    energy = jm.DenseEnergy(sep, log_domain=True)
+    e, g = energy(sigma, xi), jax.grad(energy)(sigma, xi)
     assert jnp.isfinite(e) and bool(jnp.all(jnp.isfinite(g)))
-    # normalised energy = E / s^n, checked against float64 numpy
-    s = float(overlap_scale(xi))
-    expected = -np.sum(
-        np.maximum(
-            np.asarray(xi, np.float64) @ np.asarray(sigma, np.float64),
-            0 if isinstance(sep, jm.RectifiedPower) else -np.inf,
-        )
-        ** sep.degree
-        / s**sep.degree
-    )
-    np.testing.assert_allclose(float(e), expected, rtol=1e-4)
+    # E_log = -sign(S) log(1 + |S|), S = sum_mu F(xi . sigma), in exact integer arithmetic
+    overlaps = [int(v) for v in np.asarray(xi, np.int64) @ np.asarray(sigma, np.int64)]
+    rectified = isinstance(sep, jm.RectifiedPower)
+    total = sum((max(v, 0) if rectified else v) ** sep.degree for v in overlaps)
+    expected = -np.sign(total) * (math.log(abs(total)) + math.log1p(1 / abs(total)))
+    np.testing.assert_allclose(float(e), expected, rtol=2e-6)
+    # the same descent direction as E: grad E_log = grad E / (1 + |E|), against float64 numpy
+    x64, m64 = np.asarray(sigma, np.float64), np.asarray(xi, np.float64)
+    ov = m64 @ x64
+    fprime = sep.degree * (np.maximum(ov, 0) if rectified else ov) ** (sep.degree - 1)
+    grad_e = -(fprime @ m64)
+    np.testing.assert_allclose(np.asarray(g), grad_e / (1 + abs(float(total))), rtol=2e-4, atol=1e-6)
 
 
-def test_exponential_gap_stable_at_large_arguments():
+def test_log_domain_orders_states_like_the_energy():
+    xi = jax.random.rademacher(jax.random.key(1), (8, 40), dtype=jnp.float32)
+    states = jax.random.rademacher(jax.random.key(2), (30, 40), dtype=jnp.float32)
+    for sep in (jm.Power(3), jm.Power(4), jm.RectifiedPower(5), jm.Exponential(0.5)):
+        raw = jax.vmap(lambda s: jm.DenseEnergy(sep)(s, xi))(states)
+        log = jax.vmap(lambda s: jm.DenseEnergy(sep, log_domain=True)(s, xi))(states)
+        order = [np.argsort(np.asarray(values), kind="stable") for values in (raw, log)]
+        np.testing.assert_array_equal(*order)
+
+
+def test_exponential_gap_sign_stable_at_large_arguments():
     sep = jm.Exponential(beta=5.0)
-    plus = jnp.array([700.0, 10.0])
-    minus = jnp.array([698.0, 12.0])
-    gap = sep.gap(plus, minus, 1.0)
-    assert jnp.isfinite(gap) and gap > 0
+    assert gap_sign(sep, jnp.array([700.0, 10.0]), jnp.array([698.0, 12.0])) == 1.0
+    # exp(5 * 700) overflows float32 unscaled; the largest terms tie and cancel, the rest decides
+    assert gap_sign(sep, jnp.array([700.0, 12.0, 3.0]), jnp.array([700.0, 10.0, 3.0])) == 1.0
+    assert gap_sign(sep, jnp.array([1.0, 2.0]), jnp.array([2.0, 1.0])) == 0.0
 
 
 def test_lse_energy_stable_at_large_beta(key):
