@@ -2,8 +2,8 @@
 
     python experiments/adversarial.py --models results/mnist_k400 --degrees 2,3,8,20,30
 
-Loads the trained classifiers `<models>/mnist_n<n>.ckpt` (from `experiments/mnist_dam.py` or
-`jamem mnist`), trains the ReLU MLP baseline, then:
+Loads the trained classifiers `<models>/mnist_n<n>.eqx` (or `.ckpt`; from
+`experiments/mnist_dam.py` or `jamem mnist`), trains the ReLU MLP baseline, then:
 - the paper's attack (B1, untargeted, until the label flips) on test images each generating model
   classifies correctly; the transfer matrix of misclassification rates (B3) as JSON and heatmap;
 - PGD robust accuracy against epsilon for every model (on the margin loss: PGD on the training
@@ -60,11 +60,13 @@ def load_targets(args: argparse.Namespace) -> tuple[dict, tuple]:
     test_data = data.load("mnist", split="test", data_dir=args.data_dir)
     targets = {}
     for degree in [int(d) for d in args.degrees.split(",")]:
-        path = Path(args.models) / f"mnist_n{degree}.ckpt"
-        if path.is_file():
+        # the committed final model (.eqx) if there is one, else the training checkpoint
+        candidates = [Path(args.models) / f"mnist_n{degree}.{suffix}" for suffix in ("eqx", "ckpt")]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is not None:
             targets[f"n={degree}"] = dense_am_attack_target(path)
         else:
-            print(f"skipping n = {degree}: no {path}")
+            print(f"skipping n = {degree}: neither {candidates[0]} nor {candidates[1]}")
     mlp, _ = train.fit_softmax(
         ReLUMLP(num_hidden=args.mlp_hidden, key=jax.random.key(0)),
         train_data,
