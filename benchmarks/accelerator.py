@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     jax.config.update("jax_default_matmul_precision", "highest")
 
     from jamem import data, mnist
-    from jamem.provenance import save_json
+    from jamem.tooling.provenance import save_json
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from jamem import capacity as cap
-from jamem.provenance import save_json
+from jamem.tooling.provenance import save_json
 
 # Starts swept at once per memory set: 5 sets x 32 slots keeps the (slots, K) overlaps of
 # K = 1600 in the CPU's cache; a pool of 64 was about 1.3x slower at K = 1600.

@@ -21,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jamem import data, train
-from jamem.models import DenseAMClassifier
-from jamem.optim import dense_am_optimizer
-from jamem.provenance import save_json
+from jamem import DenseAMClassifier, data, train
+from jamem.classifier.optim import dense_am_optimizer
+from jamem.tooling.provenance import save_json
 
 
 def numpy_gradient(xi, images, labels, *, degree, temperature, power):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jamem as jm
-from jamem.provenance import save_json
+from jamem.tooling.provenance import save_json
 
 BETA = 0.05
 

@@ -22,11 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jamem import ReLUMLP, data, plots, train
 from jamem import adversarial as adv
-from jamem import data, plots, train
-from jamem.mnist import attack_target
-from jamem.models import ReLUMLP
-from jamem.provenance import save_json
+from jamem.classifier.mnist import attack_target
+from jamem.tooling.provenance import save_json
 
 
 def dense_am_attack_target(path: Path):

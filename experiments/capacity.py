@@ -24,8 +24,8 @@ import jax
 import numpy as np
 
 from jamem import capacity as cap
-from jamem.plots import plot_k_half, plot_overlap_histograms
-from jamem.provenance import save_json
+from jamem.tooling.plots import plot_k_half, plot_overlap_histograms
+from jamem.tooling.provenance import save_json
 
 
 def part_a(key, *, dim, num_memories, starts, degrees):

@@ -35,8 +35,8 @@ import numpy as np
 import optax
 
 from jamem import data
-from jamem.models import MaskedPatchET, masked_patch_mse, random_mask
-from jamem.provenance import save_json
+from jamem.networks.energy_transformer import MaskedPatchET, masked_patch_mse, random_mask
+from jamem.tooling.provenance import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jamem as jm
-from jamem.plots import save_figure
-from jamem.provenance import save_json
+from jamem.tooling.plots import save_figure
+from jamem.tooling.provenance import save_json
 
 # part (a): small enough that descent stays stable where many supports overlap (the Hessian of
 # E grows like (active memories) / (kernel sum)); tol = 0 runs until a step changes nothing

@@ -25,7 +25,7 @@ from adversarial import add_target_arguments, load_targets  # experiments/advers
 
 from jamem import adversarial as adv
 from jamem import plots
-from jamem.provenance import save_json
+from jamem.tooling.provenance import save_json
 
 
 def main(argv=None):

@@ -33,7 +33,7 @@ import optax
 from jamem import data
 from jamem import hierarchical as hm
 from jamem import lagrangians as lg
-from jamem.provenance import save_json
+from jamem.tooling.provenance import save_json
 
 
 def build(arch: str, *, key, beta: float, visible_bias):
@@ -99,7 +99,7 @@ def main(argv=None):
 
     def masked_mse(params, images):
         out = complete(eqx.combine(params, static), images, observed, dt=args.dt, steps=args.steps)
-        return jnp.mean((out.states[0][:, hidden] - images[:, hidden]) ** 2)
+        return jnp.mean((out.state[0][:, hidden] - images[:, hidden]) ** 2)
 
     @jax.jit
     def train_step(params, opt_state, images):
@@ -133,9 +133,9 @@ def main(argv=None):
 
     net = eqx.combine(params, static)
     out = jax.jit(lambda x: complete(net, x, observed, dt=args.dt, steps=args.steps, save_every=1))(test_x)
-    completed = np.asarray(out.states[0])
+    completed = np.asarray(out.state[0])
     errors = (completed[:, np.asarray(hidden)] - np.asarray(test_x)[:, np.asarray(hidden)]) ** 2
-    energies = np.asarray(out.energies, np.float64)
+    energies = np.asarray(out.trajectory_energy, np.float64)
     rises = np.diff(energies, axis=1)
     tolerance = 1e-5 * np.abs(energies).max(axis=1, keepdims=True)
     monotone = np.all(rises <= tolerance, axis=1)

@@ -1,14 +1,14 @@
-"""Learning memories through the retrieval fixed point with implicit gradients (`jamem.implicit`).
+"""Learning memories through the retrieval fixed point with implicit gradients (`jamem.ImplicitAdjoint`).
 
 Task: P target patterns (random +-1 vectors in N dimensions); cues are the targets plus Gaussian
 noise. The memories Xi (K x N, random at the start) of a modern Hopfield energy
 E(x) = -(1/beta) log sum_mu exp(beta xi^mu . x) + 1/2 |x|^2 are trained with Adam so that
 retrieval from a cue, run to its fixed point x* = Xi^T softmax(beta Xi x*), lands on the cue's
 target: loss = mean |x* - target|^2 / N. The gradient goes through the fixed point by the implicit
-function theorem (`retrieve_fixed_point`, adjoint solved by fixed-point iteration), so no
-trajectory is stored however many steps retrieval takes. The same training with gradients
-through an unrolled `lax.scan` of a fixed number of steps is run for comparison (time per step,
-final loss), and the two gradients are compared at the start.
+function theorem (`jamem.retrieve(..., adjoint=jamem.ImplicitAdjoint())`, the adjoint system
+solved by fixed-point iteration), so no trajectory is stored however many steps retrieval takes.
+The same training with gradients through an unrolled `lax.scan` of a fixed number of steps is run
+for comparison (time per step, final loss), and the two gradients are compared at the start.
 
 Writes results/implicit_training.json. Usage:
 
@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import optax
 
 import jamem as jm
-from jamem.implicit import retrieve_fixed_point
-from jamem.provenance import save_json
+from jamem.tooling.provenance import save_json
 
 
 def main(argv=None):
@@ -58,7 +57,7 @@ def main(argv=None):
         return targets[which] + args.noise * jax.random.normal(k2, (num, args.dim)), targets[which]
 
     def implicit_retrieve(memories, x0):
-        return retrieve_fixed_point(energy, x0, memories, solver=solver, max_steps=500, tol=1e-5)
+        return jm.retrieve(energy, x0, memories, solver=solver, steps=500, tol=1e-5, adjoint=jm.ImplicitAdjoint()).state
 
     def unrolled_retrieve(memories, x0):
         return jm.retrieve(energy, x0, memories, solver=solver, steps=args.unrolled_steps).state

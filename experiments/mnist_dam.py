@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from jamem import mnist, plots, train
-from jamem.provenance import save_json
+from jamem.tooling.provenance import save_json
 
 
 def main(argv=None):

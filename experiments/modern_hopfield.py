@@ -31,8 +31,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jamem as jm  # noqa: E402
-from jamem.plots import save_figure  # noqa: E402
-from jamem.provenance import save_json  # noqa: E402
+from jamem.tooling.plots import save_figure  # noqa: E402
+from jamem.tooling.provenance import save_json  # noqa: E402
 
 
 def one_step(beta, x0, memories):
@@ -59,7 +59,12 @@ def part_a(key, *, dim, num_memories, betas, num_queries, steps):
             jax.vmap(
                 lambda x: (
                     jm.retrieve(
-                        jm.LogSumExpEnergy(beta), x, xi, solver=jm.GradientDescent(1.0), steps=steps, save_every=1
+                        jm.LogSumExpEnergy(beta),
+                        x,
+                        xi,
+                        solver=jm.GradientDescent(1.0),
+                        steps=steps,
+                        saveat=jm.SaveAt(every=1),
                     ).trajectory_energy
                 )
             )

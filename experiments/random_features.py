@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jamem as jm
-from jamem.plots import save_figure
-from jamem.provenance import save_json
-from jamem.random_features import RandomFeatureMemory
+from jamem.networks.random_features import RandomFeatureMemory
+from jamem.tooling.plots import save_figure
+from jamem.tooling.provenance import save_json
 
 
 def make_problem(key, *, dim, num_memories, scale, noise, num_queries):

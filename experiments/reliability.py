@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jamem as jm
-from jamem.provenance import save_json
-from jamem.reference import exact_energy, exact_sync_step
+from jamem.core.reference import exact_energy, exact_sync_step
+from jamem.tooling.provenance import save_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,13 @@ def energy_trajectories(*, trials: int, seed: int) -> dict:
                 jax.vmap(
                     lambda x, key, order=order: (
                         jm.retrieve(
-                            energy, x, xi, solver=jm.AsyncBinary(order=order), steps=6, save_every=1, key=key
+                            energy,
+                            x,
+                            xi,
+                            solver=jm.AsyncBinary(order=order),
+                            steps=6,
+                            saveat=jm.SaveAt(every=1),
+                            key=key,
                         ).trajectory
                     )
                 )

@@ -22,16 +22,21 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_degree(degree, *, name: str = "degree", minimum: int = 1) -> int:
-    """An integer polynomial degree >= minimum (bools and floats like 2.5 are refused)."""
-    if isinstance(degree, bool) or not isinstance(degree, numbers.Integral):
-        if isinstance(degree, numbers.Real) and float(degree).is_integer() and not isinstance(degree, bool):
-            degree = int(degree)
+def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
+    """An integer >= minimum (Python or numpy; bools and non-integral floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+            value = int(value)
         else:
-            raise TypeError(f"`{name}` must be an integer, got {degree!r} ({type(degree).__name__}).")
-    if degree < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {degree}.")
-    return int(degree)
+            raise TypeError(f"`{name}` must be an integer, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_degree(degree, *, name: str = "degree", minimum: int = 1) -> int:
+    """A polynomial degree n >= minimum (an integer)."""
+    return check_positive_int(degree, name=name, minimum=minimum)
 
 
 def check_positive(value, *, name: str, allow_zero: bool = False) -> float:

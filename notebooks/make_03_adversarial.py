@@ -26,7 +26,7 @@ cells = [
         "import jax, jax.numpy as jnp, numpy as np\n"
         "import matplotlib.pyplot as plt\n"
         "from jamem import adversarial as adv, data, train\n"
-        "from jamem.models import log_power_loss\n"
+        "from jamem import log_power_loss\n"
         "SMALL = True  # the test suite runs this notebook with small sizes\n"
         'images, labels = data.load("mnist", split="train")\n'
         'test_images, test_labels = data.load("mnist", split="test")\n'

@@ -39,7 +39,7 @@ import equinox as eqx, jax, jax.numpy as jnp, numpy as np, optax
 import matplotlib.pyplot as plt
 import jamem as jm
 from jamem import data, two_layer
-from jamem.models import MaskedPatchET, masked_patch_mse
+from jamem.networks.energy_transformer import MaskedPatchET, masked_patch_mse
 SMALL = True  # the test suite runs this notebook with small sizes
 test_images, test_labels = data.load("mnist", split="test")
 print(test_images.shape, test_images.min(), test_images.max(), jax.devices())"""),
@@ -79,27 +79,25 @@ rf_features = 8192 if SMALL else 16384
 rf = jm.RandomFeatureMemory(N, rf_features, beta=8.0, key=jax.random.key(2, impl="rbg")).add_memories(unit_xi)
 
 def descend(energy, step_size, steps):
-    run = lambda x, m: jm.retrieve(energy, x, m, solver=jm.GradientDescent(step_size), steps=steps, save_every=1)
+    run = lambda x, m: jm.retrieve(energy, x, m, solver=jm.GradientDescent(step_size), steps=steps, saveat=jm.SaveAt(every=1))
     return jax.jit(run)
 
 runs = {
     "DenseAM, F = ReLU(x)^3, async rule": lambda: jax.jit(lambda x, m: jm.retrieve(
-        jm.DenseEnergy(jm.RectifiedPower(3)), x, m, solver=jm.AsyncBinary(), steps=10, save_every=1))(query, xi),
+        jm.DenseEnergy(jm.RectifiedPower(3)), x, m, solver=jm.AsyncBinary(), steps=10, saveat=jm.SaveAt(every=1)))(query, xi),
     "modern Hopfield (LSE, beta = 20)": lambda: descend(jm.LogSumExpEnergy(20.0), 0.5, 20)(unit_query, unit_xi),
     "Epanechnikov (LSR, beta = 1.8)": lambda: descend(jm.LogSumReLUEnergy(1.8), 0.1, 40)(unit_query, unit_xi),
     "Gaussian kernel (beta = 8)": lambda: descend(jm.GaussianKernelEnergy(8.0), 0.5, 20)(unit_query, unit_xi),
     f"DrDAM, {rf_features} random features": lambda: jax.jit(lambda x, m, rf: jm.retrieve(
-        lambda s, _: rf(s), x, m, solver=jm.GradientDescent(0.5), steps=20, save_every=1))(unit_query, unit_xi, rf),
+        lambda s, _: rf(s), x, m, solver=jm.GradientDescent(0.5), steps=20, saveat=jm.SaveAt(every=1)))(unit_query, unit_xi, rf),
     "two-layer model B (tau_h = 0.5)": lambda: jax.jit(lambda x, m: two_layer.simulate(
         two_layer.model_b(20.0, tau_h=0.5), x, m, dt=0.25, steps=40, save_every=1))(unit_query, unit_xi),
 }
 results = {}
 for name, run in runs.items():
     out = run()
-    if isinstance(out, two_layer.Trajectory):
-        results[name] = (out.v, np.asarray(out.energies))
-    else:
-        results[name] = (out.state, np.asarray(out.trajectory_energy))
+    state = out.state[0] if isinstance(out.state, tuple) else out.state  # two-layer: (v, h)
+    results[name] = (state, np.asarray(out.trajectory_energy))
     m = overlaps(results[name][0])
     print(f"{name:38s} overlap with the target {m[target]:+.3f}  (closest memory: {int(np.argmax(m))})")"""),
     new_code_cell("""\

@@ -8,10 +8,9 @@ import pytest
 from conftest import SHARED_DATA
 from test_train import TOY, _toy_data
 
+from jamem import ReLUMLP, log_power_loss, power_loss, train
 from jamem import adversarial as adv
-from jamem import train
-from jamem.cli import main
-from jamem.models import ReLUMLP, log_power_loss, power_loss
+from jamem.tooling.cli import main
 
 
 def cross_entropy(out, label):

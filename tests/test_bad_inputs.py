@@ -22,10 +22,10 @@ DENSE = jm.DenseEnergy(jm.Power(3))
 RETRIEVE_CASES = [
     (dict(x0=XI), ValueError, "x0"),
     (dict(x0=jnp.ones(7)), ValueError, "x0"),
-    (dict(memories=XI.at[0, 0].set(jnp.nan)), ValueError, "memories"),
+    (dict(memories=XI.at[0, 0].set(jnp.nan)), ValueError, "params"),
     (dict(steps=0), ValueError, "steps"),
     (dict(steps=2.5), TypeError, "steps"),
-    (dict(steps=10, save_every=3), ValueError, "save_every"),
+    (dict(steps=10, saveat=jm.SaveAt(every=3)), ValueError, "every"),
     (dict(solver="async"), TypeError, "solver"),
     (dict(mask=jnp.zeros(20)), TypeError, "mask"),
     (dict(mask=jnp.zeros(5, bool)), ValueError, "mask"),
@@ -47,7 +47,7 @@ def test_retrieve_refuses(change, error, name):
 
 
 def test_numpy_integers_are_integers():
-    sol = jm.retrieve(DENSE, X0, XI, solver=jm.AsyncBinary(), steps=np.int64(4), save_every=np.int32(2))
+    sol = jm.retrieve(DENSE, X0, XI, solver=jm.AsyncBinary(), steps=np.int64(4), saveat=jm.SaveAt(every=2))
     assert sol.trajectory.shape == (3, 20)
     assert cap.perfect_recall_capacity(np.int64(100), np.int32(3)) == cap.perfect_recall_capacity(100, 3)
 
@@ -209,7 +209,9 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("argv,code,name", CLI_CASES)
 def test_cli_prints_one_line_and_exits_non_zero(argv, code, name):
-    result = subprocess.run([sys.executable, "-m", "jamem.cli", *argv], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "jamem.tooling.cli", *argv], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == code
     assert name in result.stderr and "Traceback" not in result.stderr
     if code == 1:
@@ -217,6 +219,6 @@ def test_cli_prints_one_line_and_exits_non_zero(argv, code, name):
 
 
 def test_cli_debug_shows_the_traceback():
-    argv = [sys.executable, "-m", "jamem.cli", "--debug", "mnist", "--momentum", "1.5"]
+    argv = [sys.executable, "-m", "jamem.tooling.cli", "--debug", "mnist", "--momentum", "1.5"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Traceback" in result.stderr

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jamem.models import DenseAMClassifier, dual_outputs, power_loss
+from jamem import DenseAMClassifier, dual_outputs, power_loss
 
 
 def _tiled_reference(memories, images, degree, temperature):

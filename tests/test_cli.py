@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from jamem.cli import main
+from jamem.tooling.cli import main
 
 
 def test_xor_command(capsys, tmp_path):

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 import jamem as jm
 
+EVERY_STEP = jm.SaveAt(every=1)
+
 SEPARATIONS = {
     "power": jm.Power,
     "rectified": jm.RectifiedPower,
@@ -18,7 +20,7 @@ def _binary(key, shape):
 
 
 def _energy_trace(energy, x0, xi, solver, steps=8, key=None):
-    sol = jm.retrieve(energy, x0, xi, solver=solver, steps=steps, tol=None, save_every=1, key=key)
+    sol = jm.retrieve(energy, x0, xi, solver=solver, steps=steps, tol=None, saveat=jm.SaveAt(every=1), key=key)
     return np.asarray(sol.trajectory_energy, np.float64), sol
 
 
@@ -37,7 +39,14 @@ def test_async_energy_never_increases(kind, degree, dim, num_memories, seed, ord
     sep = jm.Exponential(0.5) if kind == "exponential" else SEPARATIONS[kind](degree)
     # float64 reference energy on the saved trajectory (float32 would round at high degree)
     sol = jm.retrieve(
-        jm.DenseEnergy(sep), x0, xi, solver=jm.AsyncBinary(order=order), steps=10, tol=None, save_every=1, key=k3
+        jm.DenseEnergy(sep),
+        x0,
+        xi,
+        solver=jm.AsyncBinary(order=order),
+        steps=10,
+        tol=None,
+        saveat=jm.SaveAt(every=1),
+        key=k3,
     )
     states = np.asarray(sol.trajectory, np.float64)
     ov = states @ np.asarray(xi, np.float64).T
@@ -149,7 +158,7 @@ def test_gradient_descent_energy_never_increases(seed, beta, which):
     }[which]
     if which == "lse":
         step = 0.9 / (1 + beta * float(jnp.linalg.norm(xi, 2) ** 2))
-    sol = jm.retrieve(energy, x0, xi, solver=jm.GradientDescent(step), steps=40, save_every=1)
+    sol = jm.retrieve(energy, x0, xi, solver=jm.GradientDescent(step), steps=40, saveat=jm.SaveAt(every=1))
     e = np.asarray(sol.trajectory_energy, np.float64)
     assert np.all(np.diff(e) <= 1e-5 * (1 + np.abs(e[:-1])))
 
@@ -189,11 +198,13 @@ def test_while_loop_stops_at_tolerance(key):
 def test_saved_trajectory_thinned_and_forward_filled(key):
     xi = _binary(key, (10, 30))
     cue = jm.capacity.flip_bits(jax.random.key(3), xi[2], fraction=0.2)
-    sol = jm.retrieve(jm.DenseEnergy(jm.Power(3)), cue, xi, solver=jm.AsyncBinary(), steps=40, save_every=4)
+    sol = jm.retrieve(
+        jm.DenseEnergy(jm.Power(3)), cue, xi, solver=jm.AsyncBinary(), steps=40, saveat=jm.SaveAt(every=4)
+    )
     assert sol.trajectory.shape == (11, 30) and sol.trajectory_energy.shape == (11,)
     np.testing.assert_array_equal(sol.trajectory[0], cue)
     np.testing.assert_array_equal(sol.trajectory[-1], sol.state)  # early stop: filled with the final state
-    gd = jm.retrieve(jm.LogSumExpEnergy(), xi[0] * 0.5, xi, steps=16000, save_every=1000)
+    gd = jm.retrieve(jm.LogSumExpEnergy(), xi[0] * 0.5, xi, steps=16000, saveat=jm.SaveAt(every=1000))
     assert gd.trajectory.shape == (17, 30)
 
 
@@ -231,14 +242,14 @@ def test_non_binary_state_raises():
 
 
 def test_empty_memories_raise():
-    with pytest.raises((ValueError, TypeError), match="memories"):
+    with pytest.raises((ValueError, TypeError), match="params"):
         jm.retrieve(E, jnp.ones(3), jnp.ones((0, 3)), solver=jm.AsyncBinary())
 
 
 def test_nan_inputs_raise():
     with pytest.raises(ValueError, match="x0"):
         jm.retrieve(jm.LogSumExpEnergy(), jnp.array([1.0, jnp.nan]), jnp.ones((2, 2)))
-    with pytest.raises(ValueError, match="memories"):
+    with pytest.raises(ValueError, match="params"):
         jm.retrieve(jm.LogSumExpEnergy(), jnp.ones(2), jnp.array([[1.0, jnp.inf]]))
 
 
@@ -259,7 +270,7 @@ def test_euler_flow_follows_the_energy_velocity(key):
             return params["target"] - state  # - grad E / scale: descends E for a positive scale
 
     params = {"scale": jnp.linspace(1.0, 3.0, 6), "target": xi[0]}
-    sol = jm.retrieve(Preconditioned(), x0, params, solver=jm.EulerFlow(0.5), steps=4, save_every=1)
+    sol = jm.retrieve(Preconditioned(), x0, params, solver=jm.EulerFlow(0.5), steps=4, saveat=jm.SaveAt(every=1))
     np.testing.assert_allclose(sol.state, xi[0] + 0.5**4 * (x0 - xi[0]), rtol=1e-5, atol=1e-6)
     assert np.all(np.diff(np.asarray(sol.trajectory_energy)) < 0)
 
@@ -268,8 +279,8 @@ def test_bad_options_raise():
     xi, x = jnp.ones((2, 4)), jnp.ones(4)
     with pytest.raises(ValueError, match="steps"):
         jm.retrieve(E, x, xi, steps=0)
-    with pytest.raises(ValueError, match="save_every"):
-        jm.retrieve(E, x, xi, steps=10, save_every=3)
+    with pytest.raises(ValueError, match="every"):
+        jm.retrieve(E, x, xi, steps=10, saveat=jm.SaveAt(every=3))
     with pytest.raises(ValueError, match="key"):
         jm.retrieve(E, x, xi, solver=jm.AsyncBinary(order="random"))
     with pytest.raises((TypeError, ValueError), match="order"):
@@ -282,7 +293,7 @@ def test_bad_options_raise():
         jm.retrieve(E, x, xi, solver="async")
     with pytest.raises(ValueError, match="dt"):
         jm.EulerFlow(0.0)
-    with pytest.raises(TypeError, match="memories"):
+    with pytest.raises(TypeError, match="params"):
         jm.retrieve(E, x, {"weights": "none"})
     with pytest.raises(TypeError, match="DenseEnergy"):
         jm.retrieve(jm.DenseEnergy(jm.Power(2)), x, {"xi": xi}, solver=jm.AsyncBinary())

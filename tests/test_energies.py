@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jamem as jm
-from jamem.separation import gap_sign
+from jamem.core.separation import gap_sign
 
 
 def _memories(key, k=7, n=12):

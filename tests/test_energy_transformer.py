@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from jamem import lagrangians as lg
-from jamem.models import (
+from jamem.networks.energy_transformer import (
     EnergyTransformer,
     MaskedPatchET,
     layer_norm_lagrangian,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jamem as jm
-from jamem.reference import exact_async_sweeps, exact_sync_step
+from jamem.core.reference import exact_async_sweeps, exact_sync_step
 
 
 def _separation(kind, degree):
@@ -84,7 +84,7 @@ def test_async_sweeps_equal_a_literal_integer_replay(kind, degree):
             solver=jm.AsyncBinary(),
             steps=sweeps,
             tol=None,
-            save_every=1,
+            saveat=jm.SaveAt(every=1),
         )
         np.testing.assert_array_equal(np.asarray(sol.trajectory), want)
 

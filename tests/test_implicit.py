@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import jamem as jm
-from jamem import implicit
+from jamem.core.adjoints import fixed_point
 
 N, K, BETA = 8, 5, 0.5
 
@@ -25,9 +25,11 @@ def _unrolled(xi, x0, mask=None, steps=100):
 
 
 def _implicit(xi, x0, mask=None, backward="iterate"):
-    return implicit.retrieve_fixed_point(
-        jm.LogSumExpEnergy(BETA), x0, xi, solver=jm.GradientDescent(1.0), tol=1e-7, mask=mask, backward=backward
-    )
+    adjoint = jm.ImplicitAdjoint(linear_solver=backward)
+    solver = jm.GradientDescent(1.0)
+    return jm.retrieve(
+        jm.LogSumExpEnergy(BETA), x0, xi, solver=solver, steps=1000, tol=1e-7, mask=mask, adjoint=adjoint
+    ).state
 
 
 def test_implicit_gradients_match_unrolled_gradients():
@@ -90,7 +92,7 @@ def test_generic_fixed_point_with_pytree_params_under_vmap():
         return a * jnp.tanh(w @ x) + b
 
     def solve(params, b):
-        return implicit.fixed_point(step, jnp.zeros(4), (params["w"], params["a"], b), tol=1e-7)
+        return fixed_point(step, jnp.zeros(4), (params["w"], params["a"], b), tol=1e-7)
 
     g = jax.jit(jax.grad(lambda p: jnp.sum(jax.vmap(lambda b: solve(p, b))(bs) ** 2)))(params)
 
@@ -109,19 +111,24 @@ def test_generic_fixed_point_with_pytree_params_under_vmap():
 def test_bad_inputs_raise_clear_errors():
     xi, x0, _ = _problem(4)
     energy = jm.LogSumExpEnergy(BETA)
-    with pytest.raises(TypeError, match="`solver`"):
-        implicit.retrieve_fixed_point(energy, jnp.sign(x0), xi, solver=jm.AsyncBinary())
-    with pytest.raises((ValueError, TypeError), match="backward"):
-        implicit.retrieve_fixed_point(energy, x0, xi, backward="cg")
+    implicit = jm.ImplicitAdjoint()
+    with pytest.raises(ValueError, match="continuous solver"):
+        jm.retrieve(energy, jnp.sign(x0), xi, solver=jm.AsyncBinary(), adjoint=implicit)
+    with pytest.raises(ValueError, match="tol"):
+        jm.retrieve(energy, x0, xi, adjoint=implicit)  # no tol: no fixed point to differentiate
+    with pytest.raises(ValueError, match="saveat"):
+        jm.retrieve(energy, x0, xi, tol=1e-6, adjoint=implicit, saveat=jm.SaveAt(every=10))
+    with pytest.raises((ValueError, TypeError), match="linear_solver"):  # jaxtyping's Literal check first
+        jm.ImplicitAdjoint(linear_solver="cg")
     with pytest.raises(ValueError, match="`max_steps`"):
-        implicit.retrieve_fixed_point(energy, x0, xi, max_steps=0)
+        jm.ImplicitAdjoint(max_steps=0)
     with pytest.raises(ValueError, match="`tol`"):
-        implicit.retrieve_fixed_point(energy, x0, xi, tol=-1.0)
-    with pytest.raises((ValueError, TypeError), match="x0|memories"):
-        implicit.retrieve_fixed_point(energy, x0[:-1], xi)
+        jm.retrieve(energy, x0, xi, tol=-1.0, adjoint=implicit)
+    with pytest.raises((ValueError, TypeError), match="x0|params"):
+        jm.retrieve(energy, x0[:-1], xi, tol=1e-6, adjoint=implicit)
     with pytest.raises((ValueError, TypeError), match="mask"):
-        implicit.retrieve_fixed_point(energy, x0, xi, mask=jnp.ones(N))
+        jm.retrieve(energy, x0, xi, tol=1e-6, mask=jnp.ones(N), adjoint=implicit)
     with pytest.raises(ValueError, match="`step`"):
-        implicit.fixed_point(lambda x, p: jnp.sum(x), x0, xi)
+        fixed_point(lambda x, p: jnp.sum(x), x0, xi)
     with pytest.raises(TypeError, match="`step`"):
-        implicit.fixed_point("step", x0, xi)
+        fixed_point("step", x0, xi)

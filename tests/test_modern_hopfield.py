@@ -33,7 +33,9 @@ def test_repeated_updates_never_increase_the_energy(key):
     xi = jax.random.normal(key, (20, 10))
     x0 = 3.0 * jax.random.normal(jax.random.key(2), (10,))
     run = jax.jit(
-        lambda x0: jm.retrieve(jm.LogSumExpEnergy(2.0), x0, xi, solver=jm.GradientDescent(1.0), steps=10, save_every=1)
+        lambda x0: jm.retrieve(
+            jm.LogSumExpEnergy(2.0), x0, xi, solver=jm.GradientDescent(1.0), steps=10, saveat=jm.SaveAt(every=1)
+        )
     )
     e = np.asarray(run(x0).trajectory_energy, np.float64)
     assert np.all(np.diff(e) <= 1e-5 * np.abs(e[:-1]).max())

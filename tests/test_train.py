@@ -17,10 +17,15 @@ import optax
 import pytest
 from conftest import SHARED_DATA
 
-from jamem import prototypes, train
-from jamem.models import DenseAMClassifier
-from jamem.models.classifier import rectified_power_gaps
-from jamem.optim import TemperatureRamp, dense_am_optimizer, epoch_decay, keep_params_in_box, normalize_by_row_max
+from jamem import DenseAMClassifier, prototypes, train
+from jamem.classifier.model import rectified_power_gaps
+from jamem.classifier.optim import (
+    TemperatureRamp,
+    dense_am_optimizer,
+    epoch_decay,
+    keep_params_in_box,
+    normalize_by_row_max,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,7 +220,7 @@ def subset_args():
 
 
 def _jamem(args, env, **kw):
-    return subprocess.Popen([sys.executable, "-m", "jamem.cli", *args], cwd=REPO, env=env, **kw)
+    return subprocess.Popen([sys.executable, "-m", "jamem.tooling.cli", *args], cwd=REPO, env=env, **kw)
 
 
 def test_killed_run_resumes_to_the_same_parameters(tmp_path, subset_args, mnist, cache):
@@ -257,7 +262,7 @@ def test_short_real_mnist_run_is_below_ten_percent(small_mnist_run):
 @pytest.mark.parametrize("degree", [2, 30])
 def test_vectorised_class_gaps_equal_the_class_loop(degree, monkeypatch):
     # accelerators take the one-expression (C, B, K) path; it must match the CPU loop value and gradient
-    from jamem.models import classifier
+    from jamem.classifier import model as classifier
 
     base = jax.random.normal(jax.random.key(0), (6, 11))
     shift = 0.5 * jax.random.normal(jax.random.key(1), (3, 11))

@@ -30,7 +30,7 @@ def test_energy_never_increases_along_the_dynamics(name):
     xi, v0 = _problem(1)
     scale = 3.0 if name == "A" else 1.0  # model A needs overlaps large enough to move Sign(v)
     run = jax.jit(
-        lambda net, v0, h0: tl.simulate(net, v0, scale * xi, h0=h0, dt=0.01, steps=400, save_every=2).energies
+        lambda net, v0, h0: tl.simulate(net, v0, scale * xi, h0=h0, dt=0.01, steps=400, save_every=2).trajectory_energy
     )
     h0 = jax.random.normal(jax.random.key(7), (K,))
     for tau_h in (0.5, 0.0):
@@ -85,9 +85,9 @@ def test_model_b_fast_step_is_the_softmax_update_and_fixed_points_agree():
     xi, v0 = _problem(4)
     xi, beta = 3.0 * xi, 2.0
     one = tl.simulate(tl.model_b(beta, tau_v=0.5), v0, xi, dt=0.5, steps=1)
-    np.testing.assert_allclose(one.v, xi.T @ jax.nn.softmax(beta * (xi @ v0)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one.state[0], xi.T @ jax.nn.softmax(beta * (xi @ v0)), rtol=1e-5, atol=1e-6)
     target = jm.retrieve(jm.LogSumExpEnergy(beta), v0, xi, solver=jm.GradientDescent(1.0), steps=200).state
-    slow = jax.jit(lambda v0: tl.simulate(tl.model_b(beta, tau_h=0.05), v0, xi, dt=0.05, steps=800).v)(v0)
+    slow = jax.jit(lambda v0: tl.simulate(tl.model_b(beta, tau_h=0.05), v0, xi, dt=0.05, steps=800).state[0])(v0)
     np.testing.assert_allclose(slow, target, atol=1e-3)
     assert np.abs(np.asarray(target - v0)).max() > 0.1  # the fixed point is not the start
 
@@ -96,9 +96,10 @@ def test_simulate_works_under_vmap_and_saves_on_schedule():
     xi, _ = _problem(5)
     vs = jax.random.normal(jax.random.key(9), (3, N))
     out = jax.jit(jax.vmap(lambda v: tl.simulate(tl.model_b(), v, xi, dt=0.1, steps=20, save_every=5)))(vs)
-    assert out.vs.shape == (3, 5, N) and out.hs.shape == (3, 5, K) and out.energies.shape == (3, 5)
-    np.testing.assert_allclose(out.times, np.tile(np.arange(5) * 0.5, (3, 1)), rtol=1e-6)
-    np.testing.assert_allclose(out.vs[:, -1], out.v)
+    vs, hs = out.trajectory
+    assert vs.shape == (3, 5, N) and hs.shape == (3, 5, K) and out.trajectory_energy.shape == (3, 5)
+    np.testing.assert_allclose(0.1 * out.ts, np.tile(np.arange(5) * 0.5, (3, 1)), rtol=1e-6)  # times dt * step
+    np.testing.assert_allclose(vs[:, -1], out.state[0])
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -121,7 +122,7 @@ def test_bad_inputs_raise_clear_errors():
         tl.simulate(net, v0, xi, h0=jnp.zeros(K + 1))
     with pytest.raises(ValueError, match="`steps`"):
         tl.simulate(net, v0, xi, steps=0)
-    with pytest.raises(ValueError, match="`save_every`"):
+    with pytest.raises(ValueError, match="every"):
         tl.simulate(net, v0, xi, steps=10, save_every=3)
     with pytest.raises(ValueError, match="`memories`"):
         tl.simulate(net, v0, xi.at[0, 0].set(jnp.nan))

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import as_float_array, check_degree, check_positive
+from .._checks import as_float_array, check_positive, check_positive_int
 
 _KINDS = ("fourier", "positive")
 
@@ -83,8 +83,8 @@ class RandomFeatureMemory(eqx.Module):
             key: PRNG key for W (keyword-only; same key, same features).
             dtype: floating dtype of W and T.
         """
-        dim = check_degree(dim, name="dim")
-        num_features = check_degree(num_features, name="num_features")
+        dim = check_positive_int(dim, name="dim")
+        num_features = check_positive_int(num_features, name="num_features")
         if kind not in _KINDS:
             raise ValueError(f"`kind` must be one of {_KINDS}, got {kind!r}.")
         if key is None:

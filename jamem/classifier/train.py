@@ -27,8 +27,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._checks import check_degree, check_positive, check_writable
-from .models.classifier import DenseAMClassifier, power_loss
+from .._checks import check_positive, check_positive_int, check_writable
+from .model import DenseAMClassifier, power_loss
 from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
 
 
@@ -54,9 +54,9 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("degree", "num_memories", "epochs", "batch_size", "loss_power"):
-            object.__setattr__(self, name, check_degree(getattr(self, name), name=name))
+            object.__setattr__(self, name, check_positive_int(getattr(self, name), name=name))
         for name in ("temperature_ramp_epochs", "seed"):
-            object.__setattr__(self, name, check_degree(getattr(self, name), name=name, minimum=0))
+            object.__setattr__(self, name, check_positive_int(getattr(self, name), name=name, minimum=0))
         for name in ("learning_rate", "temperature_initial", "temperature_final", "init_std"):
             object.__setattr__(self, name, check_positive(getattr(self, name), name=name))
         _check_in_range(self.init_mean, "init_mean", -math.inf, math.inf, "a finite number")
@@ -113,7 +113,7 @@ def preset(degree: int, *, schedule: str = "paper", **overrides) -> TrainConfig:
     if schedule == "paper":
         base = dict(epochs=PAPER_EPOCHS, learning_rate_decay=PAPER_DECAY, temperature_ramp_epochs=200)
     else:
-        epochs = check_degree(overrides.get("epochs", COMPRESSED_EPOCHS), name="epochs")
+        epochs = check_positive_int(overrides.get("epochs", COMPRESSED_EPOCHS), name="epochs")
         decay = PAPER_DECAY ** (PAPER_EPOCHS / epochs)
         base = dict(epochs=epochs, learning_rate_decay=decay, temperature_ramp_epochs=COMPRESSED_RAMP_EPOCHS)
     return TrainConfig(**{**base, **PRESETS[degree], **overrides})
@@ -391,8 +391,8 @@ def fit(
             raise ValueError(
                 f"`test` images have {test_images.shape[1]} features but `train` images have {images.shape[1]}."
             )
-    checkpoint_every = check_degree(checkpoint_every, name="checkpoint_every")
-    eval_every = check_degree(eval_every, name="eval_every")
+    checkpoint_every = check_positive_int(checkpoint_every, name="checkpoint_every")
+    eval_every = check_positive_int(eval_every, name="eval_every")
     if resume not in (False, True, "auto"):
         raise ValueError(f"`resume` must be True, False or 'auto', got {resume!r}.")
     if resume is True and (checkpoint_path is None or not Path(checkpoint_path).is_file()):
@@ -482,7 +482,7 @@ def fit(
             header = {"epoch": epoch + 1, "config": config_dict, "data": data, "history": history.rows}
             save_checkpoint(checkpoint_path, (model, opt_state), header=header)
         if metrics_path is not None:
-            from .provenance import save_json
+            from ..tooling.provenance import save_json
 
             save_json(metrics_path, {"config": config_dict, "history": history.rows})
         if on_epoch is not None:
@@ -565,7 +565,7 @@ def fit_softmax(
     """Train any equinox model with `batch_logits(images) -> (B, C)` on softmax cross-entropy
     (e.g. the ReLU MLP baseline); returns (model, per-epoch mean losses)."""
     images, labels = _check_split(train, "train")
-    check_degree(epochs, name="epochs")
+    check_positive_int(epochs, name="epochs")
     if images.shape[0] < batch_size:
         raise ValueError(f"`train` has {images.shape[0]} images, fewer than batch_size={batch_size}.")
     images, labels = jnp.asarray(images), jnp.asarray(labels)

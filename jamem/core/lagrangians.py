@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._checks import as_float_array, check_degree, check_positive
+from .._checks import as_float_array, check_degree, check_positive
 
 
 class AbstractLagrangian(eqx.Module):

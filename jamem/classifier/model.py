@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_degree, check_positive
+from .._checks import check_degree, check_positive, check_positive_int
+from ..core.lagrangians import RectifiedPower
 
 ScalarLike = float | int | Float[Array, ""]
 
@@ -47,9 +48,9 @@ class DenseAMClassifier(eqx.Module):
         init_std: float = 0.3,
         key: PRNGKeyArray,
     ):
-        check_degree(num_memories, name="num_memories")
-        check_degree(num_visible, name="num_visible")
-        self.num_classes = check_degree(num_classes, name="num_classes", minimum=2)
+        check_positive_int(num_memories, name="num_memories")
+        check_positive_int(num_visible, name="num_visible")
+        self.num_classes = check_positive_int(num_classes, name="num_classes", minimum=2)
         self.degree = check_degree(degree)
         check_positive(init_std, name="init_std")
         shape = (num_memories, num_visible + num_classes)
@@ -110,10 +111,10 @@ def _loop_over_classes() -> bool:
 
 
 def rectified_power_derivative(x: Float[Array, "*shape"], degree: int) -> Float[Array, "*shape"]:
-    """f(x) = d/dx max(x, 0)^n = n max(x, 0)^(n-1), with f = 1[x > 0] at n = 1 (not 0^0 = 1)."""
-    if degree == 1:
-        return (x > 0).astype(x.dtype)
-    return degree * jax.nn.relu(x) ** (degree - 1)
+    """f(x) = d/dx max(x, 0)^n = n max(x, 0)^(n-1) (1[x > 0] at n = 1): n times the activation of
+    the rectified-power Lagrangian (`jamem.core.lagrangians.RectifiedPower`), the duality of
+    arXiv:1606.01164, eq. 10."""
+    return degree * RectifiedPower(degree).activation(x)
 
 
 def _gaps_forward(base, shift, degree):
@@ -153,7 +154,7 @@ def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[A
 
 def power_loss(outputs: Float[Array, " C"], label, *, power: int = 2) -> Float[Array, ""]:
     """C = sum_alpha (c_alpha - t_alpha)^(2m), targets t = +1 for the label, -1 otherwise (A10)."""
-    m = check_degree(power, name="power")
+    m = check_positive_int(power, name="power")
     targets = 2.0 * jax.nn.one_hot(label, outputs.shape[-1]) - 1.0
     return jnp.sum((outputs - targets) ** (2 * m))
 
@@ -166,7 +167,7 @@ def log_power_loss(scores: Float[Array, " C"], label, *, power: int = 2) -> Floa
     but stays representable when tanh saturates in float32 (where the loss's own gradient is 0):
     input-gradient attacks on a confident DenseAM need it.
     """
-    m = check_degree(power, name="power")
+    m = check_positive_int(power, name="power")
     signs = 2.0 * jax.nn.one_hot(label, scores.shape[-1]) - 1.0  # t
     log_gaps = jnp.log(2.0) + jax.nn.log_sigmoid(-2.0 * signs * scores)
     return jax.nn.logsumexp(2 * m * log_gaps)

@@ -33,8 +33,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .._checks import as_float_array, check_degree, check_positive
-from ..lagrangians import LayerNorm
+from .._checks import as_float_array, check_positive, check_positive_int
+from ..core.dynamics import EulerFlow, SaveAt, retrieve
+from ..core.energies import AbstractEnergy
+from ..core.lagrangians import LayerNorm, RectifiedPower, Softmax
 
 HOPFIELD_KINDS = ("relu", "softmax")
 
@@ -95,10 +97,10 @@ class EnergyTransformer(eqx.Module):
         eps: float = 1e-5,
         key: PRNGKeyArray,
     ):
-        dim = check_degree(dim, name="dim", minimum=2)
-        num_heads = check_degree(num_heads, name="num_heads")
-        head_dim = check_degree(head_dim, name="head_dim")
-        num_memories = check_degree(num_memories, name="num_memories")
+        dim = check_positive_int(dim, name="dim", minimum=2)
+        num_heads = check_positive_int(num_heads, name="num_heads")
+        head_dim = check_positive_int(head_dim, name="head_dim")
+        num_memories = check_positive_int(num_memories, name="num_memories")
         if hopfield not in HOPFIELD_KINDS:
             raise ValueError(f"`hopfield` must be one of {HOPFIELD_KINDS}, got {hopfield!r}.")
         self.hopfield = hopfield
@@ -128,21 +130,23 @@ class EnergyTransformer(eqx.Module):
         return jax.vmap(LayerNorm(self.gamma, eps=self.eps).activation)(x) + self.delta[None, :]
 
     def attention_energy(self, g: Float[Array, "T D"]) -> Float[Array, ""]:
-        """E_att = -(1/beta) sum_h sum_C log sum_B exp(beta K_hB . Q_hC) (E2), log-sum-exp form."""
+        """E_att = -(1/beta) sum_h sum_C log sum_B exp(beta K_hB . Q_hC) (E2): minus the softmax
+        Lagrangian of each query's scores over the keys."""
         keys = jnp.einsum("hyd,bd->hby", self.key_weights, g)
         queries = jnp.einsum("hyd,cd->hcy", self.query_weights, g)
-        scores = self.beta * jnp.einsum("hby,hcy->hbc", keys, queries)  # [h, B, C]
+        scores = jnp.einsum("hby,hcy->hcb", keys, queries)  # [h, C, B]
         if self.exclude_self:
             num = g.shape[0]
             scores = jnp.where(jnp.eye(num, dtype=bool)[None], -jnp.inf, scores)
-        return -jnp.sum(jax.nn.logsumexp(scores, axis=1)) / self.beta
+        lagrangian = Softmax(self.beta)
+        return -jnp.sum(jax.vmap(jax.vmap(lagrangian))(scores))
 
     def hopfield_energy(self, g: Float[Array, "T D"]) -> Float[Array, ""]:
-        """E_hn = -1/2 sum_B sum_mu ReLU(xi^mu . g_B)^2 (E2), or its softmax variant."""
+        """E_hn = -1/2 sum_B sum_mu ReLU(xi^mu . g_B)^2 (E2), or its softmax variant: minus the
+        hidden Lagrangian (rectified power of degree 2, or softmax) of each token's overlaps."""
         overlaps = g @ self.memories.T  # [B, mu]
-        if self.hopfield == "relu":
-            return -0.5 * jnp.sum(jax.nn.relu(overlaps) ** 2)
-        return -jnp.sum(jax.nn.logsumexp(self.hopfield_beta * overlaps, axis=1)) / self.hopfield_beta
+        lagrangian = RectifiedPower(2) if self.hopfield == "relu" else Softmax(self.hopfield_beta)
+        return -jnp.sum(jax.vmap(lagrangian)(overlaps))
 
     def energy_of_normed(self, g: Float[Array, "T D"]) -> Float[Array, ""]:
         """E(g) = E_att(g) + E_hn(g) as a function of the normed tokens."""
@@ -159,33 +163,48 @@ class EnergyTransformer(eqx.Module):
 
         Args:
             x: the tokens, shape (T, D).
-            steps: number of updates (>= 1), a `lax.scan`.
+            steps: number of updates (>= 1): `jamem.retrieve` of `TokenFlow(self)` with
+                `EulerFlow(step_size)`, a `lax.scan`.
             step_size: alpha, > 0.
 
         Returns:
             (final tokens x_steps, energies E(g(x_t)) for t = 0..steps, shape (steps + 1,)).
         """
-        steps = check_degree(steps, name="steps")
+        steps = check_positive_int(steps, name="steps")
         step_size = check_positive(step_size, name="step_size")
         x = as_float_array(x, name="x", ndim=2)
         if x.shape[1] != self.dim:
             raise ValueError(f"`x` must have shape (T, {self.dim}) (tokens of dimension D), got {tuple(x.shape)}.")
         if self.exclude_self and x.shape[0] < 2:
             raise ValueError(f"`exclude_self=True` needs at least 2 tokens, got x of shape {tuple(x.shape)}.")
-        value_and_grad = jax.value_and_grad(self.energy_of_normed)
+        solution = retrieve(
+            TokenFlow(self), x, solver=EulerFlow(step_size), steps=steps, tol=None, saveat=SaveAt(every=1, states=False)
+        )
+        return solution.state, solution.trajectory_energy
 
-        def step(state, _):
-            energy, grad_g = value_and_grad(self.layer_norm(state))
-            return state - step_size * grad_g, energy
 
-        final, energies = jax.lax.scan(step, x, None, length=steps)
-        energies = jnp.concatenate([energies, self.energy(final)[None]])
-        return final, energies
+class TokenFlow(AbstractEnergy):
+    """An Energy Transformer block as a `jamem` energy of its tokens x: E(LayerNorm(x)), with the
+    velocity - dE/dg (E2), so an `EulerFlow(alpha)` step is x <- x - alpha dE/dg."""
+
+    block: EnergyTransformer
+
+    def __call__(self, state, params=None):
+        del params
+        return self.block.energy(state)
+
+    def value_and_velocity(self, state, params=None):
+        del params
+        value, grad_g = jax.value_and_grad(self.block.energy_of_normed)(self.block.layer_norm(state))
+        return value, -grad_g
+
+    def velocity(self, state, params=None):
+        return self.value_and_velocity(state)[1]
 
 
 def _check_patch_geometry(image_size, patch_size) -> tuple[int, int]:
-    image_size = check_degree(image_size, name="image_size")
-    patch_size = check_degree(patch_size, name="patch_size")
+    image_size = check_positive_int(image_size, name="image_size")
+    patch_size = check_positive_int(patch_size, name="patch_size")
     if image_size % patch_size:
         raise ValueError(
             f"`image_size` ({image_size}) must be divisible by `patch_size` ({patch_size}); "
@@ -233,8 +252,8 @@ def unpatchify(patches: Float[Array, "T P"], *, image_size: int = 28) -> Float[A
 def random_mask(key: PRNGKeyArray, num_patches: int, num_masked: int) -> Bool[Array, " T"]:
     """A boolean mask over `num_patches` patches with exactly `num_masked` True entries, chosen
     uniformly at random."""
-    num_patches = check_degree(num_patches, name="num_patches")
-    num_masked = check_degree(num_masked, name="num_masked", minimum=0)
+    num_patches = check_positive_int(num_patches, name="num_patches")
+    num_masked = check_positive_int(num_masked, name="num_masked", minimum=0)
     if num_masked > num_patches:
         raise ValueError(f"`num_masked` ({num_masked}) must be <= `num_patches` ({num_patches}).")
     order = jax.random.permutation(key, num_patches)
@@ -280,9 +299,9 @@ class MaskedPatchET(eqx.Module):
         **block_kwargs,
     ):
         self.image_size, self.patch_size = _check_patch_geometry(image_size, patch_size)
-        self.steps = check_degree(steps, name="steps")
+        self.steps = check_positive_int(steps, name="steps")
         self.step_size = check_positive(step_size, name="step_size")
-        dim = check_degree(dim, name="dim", minimum=2)
+        dim = check_positive_int(dim, name="dim", minimum=2)
         k1, k2, k3, k4, k5 = jax.random.split(key, 5)
         area = self.patch_size**2
         self.embed = eqx.nn.Linear(area, dim, key=k1)

@@ -17,16 +17,15 @@ the feedback terms W_s^T coming from `jax.grad` of the synapse energies, and
 
     dE/dt = - sum_l tau_l (dx_l/dt) . Hess L_l (dx_l/dt) <= 0
 
-for convex Lagrangians. `settle` integrates them through the core `jamem.retrieve` (solver
-`EulerFlow`, energy `NetworkEnergy` of the concatenated layer states), keeping observed neurons
-clamped (a boolean mask per layer): pattern completion. With two layers, one
+for convex Lagrangians. The network is a `jamem` energy of the tuple of layer states, and `settle`
+integrates the dynamics through the core `jamem.retrieve` (solver `EulerFlow`), keeping observed
+neurons clamped (a boolean mask per layer): pattern completion. With two layers, one
 dense synapse Xi, identity features and a softmax hidden layer this is model B of Krotov &
 Hopfield 2020 (`jamem.two_layer`).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -35,10 +34,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from ._checks import as_float_array, check_positive
-from .dynamics import EulerFlow, retrieve
-from .energies import AbstractEnergy
-from .lagrangians import AbstractLagrangian
+from .._checks import as_float_array, check_positive, check_positive_int
+from ..core.dynamics import EulerFlow, SaveAt, Solution, retrieve
+from ..core.energies import AbstractEnergy
+from ..core.lagrangians import AbstractLagrangian
 
 
 class Layer(eqx.Module):
@@ -183,9 +182,12 @@ def _conv(image, kernel, stride, padding):
     return jax.lax.conv_general_dilated(image[None], kernel, window_strides=stride, padding=padding)[0]
 
 
-class HierarchicalNetwork(eqx.Module):
+class HierarchicalNetwork(AbstractEnergy):
     """Layers joined by synapses, with one energy (D1). Acts on one network state, a tuple of
-    flat layer states (x_0, ..., x_{L-1}); batch with `jax.vmap`.
+    flat layer states (x_0, ..., x_{L-1}); batch with `jax.vmap`. It is a `jamem` energy of that
+    tuple (its parameters are its own fields, `params` is unused), and its velocity is the neuron
+    dynamics - dE/dg / tau, so `jamem.retrieve(network, states, solver=jamem.EulerFlow(dt))` runs
+    it.
 
     Args:
         layers: the `Layer`s, lowest (visible) first.
@@ -252,8 +254,14 @@ class HierarchicalNetwork(eqx.Module):
         neurons = sum(jnp.dot(x, g) - layer.lagrangian(x) for layer, x, g in zip(self.layers, states, gs))
         return neurons + self.interaction_energy(gs)
 
-    def velocity(self, states: Sequence[Float[Array, " _n"]]) -> tuple[Float[Array, " _n"], ...]:
+    def __call__(self, states, params=None) -> Float[Array, ""]:
+        """The energy of the network state (`params` is unused: the weights are fields)."""
+        del params
+        return self.energy(states)
+
+    def velocity(self, states, params=None) -> tuple[Float[Array, " _n"], ...]:
         """dx_l/dt = (-dE/dg_l) / tau_l = (input_l - x_l) / tau_l, input_l = -d(interaction)/dg_l."""
+        del params
         self._check_states(states)
         inputs = jax.grad(self.interaction_energy)(self.activations(states))
         return tuple((-i - x) / layer.tau for layer, i, x in zip(self.layers, inputs, states))
@@ -267,51 +275,6 @@ class HierarchicalNetwork(eqx.Module):
         """The all-zero network state."""
         return tuple(jnp.zeros(n) for n in self.sizes)
 
-    def split(self, flat: Float[Array, " D"]) -> tuple[Float[Array, " _n"], ...]:
-        """The layer states of a concatenated state vector (the inverse of `jnp.concatenate`)."""
-        if flat.shape != (sum(self.sizes),):
-            raise ValueError(f"a flat network state has shape ({sum(self.sizes)},), got {tuple(flat.shape)}.")
-        return tuple(jnp.split(flat, list(itertools.accumulate(self.sizes[:-1]))))
-
-
-class NetworkEnergy(AbstractEnergy):
-    """The network energy (D1) as a `jamem` energy of a flat state, the concatenation of the layer
-    states; the `memories` argument is the `HierarchicalNetwork` itself. Its `velocity` is the
-    neuron dynamics - dE/dg / tau, so `jamem.retrieve(NetworkEnergy(), flat, network,
-    solver=jamem.EulerFlow(dt))` runs the network."""
-
-    def __call__(self, state, memories):
-        _check_network(memories)
-        return memories.energy(memories.split(state))
-
-    def velocity(self, state, memories):
-        _check_network(memories)
-        return jnp.concatenate(memories.velocity(memories.split(state)))
-
-
-def _check_network(network):
-    if not isinstance(network, HierarchicalNetwork):
-        raise TypeError(
-            f"NetworkEnergy takes the HierarchicalNetwork as its `memories` argument, got {type(network).__name__}."
-        )
-
-
-class Settled(eqx.Module):
-    """The result of `settle`.
-
-    Attributes:
-        states: the final layer states.
-        energy: the final energy.
-        energies: the energy at step 0 and every `save_every` steps, shape (T,).
-        trajectory: the layer states at those times (each of shape (T, N_l)), or None when
-            `save_states` is False.
-    """
-
-    states: tuple[Float[Array, " _n"], ...]
-    energy: Float[Array, ""]
-    energies: Float[Array, " T"]
-    trajectory: tuple[Float[Array, "T _n"], ...] | None
-
 
 def settle(
     network: HierarchicalNetwork,
@@ -322,15 +285,15 @@ def settle(
     steps: int = 100,
     save_every: int | None = None,
     save_states: bool = False,
-) -> Settled:
+) -> Solution:
     """Run the network dynamics (D1) with explicit Euler,
 
         x_l <- x_l + (dt / tau_l) (input_l - x_l),
 
     all layers from the same (old) state, clamped neurons (mask True) held at their values in
-    `states0`. This is `jamem.retrieve(NetworkEnergy(), concatenated states0, network,
-    solver=EulerFlow(dt), steps=steps, mask=..., save_every=...)`, a `lax.scan`: differentiable
-    end to end (train through it); batch with `jax.vmap`.
+    `states0`: `jamem.retrieve(network, tuple(states0), solver=EulerFlow(dt), steps=steps,
+    mask=..., saveat=SaveAt(every=save_every, states=save_states))`, a `lax.scan`:
+    differentiable end to end (train through it); batch with `jax.vmap`.
 
     Args:
         network: a `HierarchicalNetwork`.
@@ -339,11 +302,11 @@ def settle(
         dt: the Euler step, 0 < dt <= the smallest tau (the energy need not decrease otherwise).
         steps: the number of steps.
         save_every: record the energy at step 0 and every this many steps (default: only the
-            ends); `steps` must be a multiple of it.
+            ends).
         save_states: also record the states at those times.
 
     Returns:
-        A `Settled`.
+        A `jamem.Solution` whose state is the tuple of layer states.
     """
     if not isinstance(network, HierarchicalNetwork):
         raise TypeError(f"`network` must be a HierarchicalNetwork, got {type(network).__name__}.")
@@ -357,10 +320,7 @@ def settle(
         raise ValueError(f"`mask` must give one entry per layer ({len(states0)}), got {len(mask)}.")
     clamps = []
     for i, (m, x) in enumerate(zip(mask, states0)):
-        if m is None:
-            clamps.append(None)
-            continue
-        m = jnp.asarray(m)
+        m = jnp.zeros(x.shape, bool) if m is None else jnp.asarray(m)
         if m.dtype != jnp.bool_ or m.shape != x.shape:
             raise ValueError(f"`mask`[{i}] must be a boolean vector of shape {x.shape}, got {m.dtype}{m.shape}.")
         clamps.append(m)
@@ -368,28 +328,13 @@ def settle(
     tau_min = min(layer.tau for layer in network.layers)
     if isinstance(dt, float) and dt > tau_min:
         raise ValueError(f"`dt` ({dt}) must be at most the smallest time constant ({tau_min}) for explicit Euler.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
-    save_every = steps if save_every is None else save_every
-    if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1 or steps % save_every:
-        raise ValueError(f"`save_every` must be a positive integer dividing `steps` ({steps}), got {save_every!r}.")
-
-    clamped = jnp.concatenate([jnp.zeros(x.shape, bool) if c is None else c for x, c in zip(states0, clamps)])
-    solution = retrieve(
-        NetworkEnergy(),
-        jnp.concatenate(states0),
+    steps = check_positive_int(steps, name="steps")
+    save_every = steps if save_every is None else check_positive_int(save_every, name="save_every")
+    return retrieve(
         network,
+        states0,
         solver=EulerFlow(dt),
         steps=steps,
-        mask=clamped,
-        save_every=save_every,
-    )
-    trajectory = None
-    if save_states:
-        trajectory = tuple(jnp.split(solution.trajectory, list(itertools.accumulate(network.sizes[:-1])), axis=1))
-    return Settled(
-        states=network.split(solution.state),
-        energy=solution.energy,
-        energies=solution.trajectory_energy,
-        trajectory=trajectory,
+        mask=tuple(clamps),
+        saveat=SaveAt(every=save_every, states=save_states),
     )

@@ -1,15 +1,17 @@
-"""Energies of associative memories as pure functions `energy(state, memories) -> scalar`.
+"""Energies of associative memories as pure functions `energy(state, params) -> scalar`.
 
 Each energy is a small final `equinox.Module` holding only its hyperparameters; calling it is a
-pure function of `(state, memories)`, so it composes with `jax.grad`, `jax.vmap` and `jax.jit`
-(memories are passed in, never closed over, so jit does not bake them in as constants). Any plain
-function with the same signature is an energy as far as `jamem.retrieve` is concerned.
+pure function of `(state, params)` (for the memory energies `params` is the (K, N) matrix of
+memories), so it composes with `jax.grad`, `jax.vmap` and `jax.jit` (the parameters are passed
+in, never closed over, so jit does not bake them in as constants). Any plain function with the
+same signature is an energy as far as `jamem.retrieve` is concerned.
 
-States are single examples (shape `(N,)`); batch with `jax.vmap`.
+States are single examples; batch with `jax.vmap`.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 
 import equinox as eqx
@@ -17,27 +19,61 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._checks import check_degree, check_positive
-from .separation import AbstractSeparation, as_separation
+from .._checks import check_positive, check_positive_int
+from .separation import AbstractSeparation, as_separation, gap_sign
 
 
 class AbstractEnergy(eqx.Module):
-    """An energy E(state, memories) -> scalar."""
+    """An energy E(state, params) -> scalar. Subclasses implement `__call__`; they may give their
+    own neuron dynamics (`velocity`), a fast path for the binary rules (`binary_cache`,
+    `binary_gap_sign`, `binary_cache_update`) and a check of their `params`."""
+
+    @abc.abstractmethod
+    def __call__(self, state, params) -> Float[Array, ""]:
+        """The energy of `state` given `params`."""
 
     @property
     def low_precision_ok(self) -> bool:
-        """Whether float16 / bfloat16 states and memories give correct values (`jamem.retrieve`
+        """Whether float16 / bfloat16 states and parameters give correct values (`jamem.retrieve`
         refuses them otherwise)."""
         return False
 
-    def __call__(self, state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Float[Array, ""]:
-        raise NotImplementedError
+    def check_params(self, params) -> None:
+        """Raise a clear error if `params` is not what this energy takes (before any work)."""
 
-    def velocity(self, state: Float[Array, " N"], memories) -> Float[Array, " N"]:
-        """The neuron dynamics dx/dt that `jamem.EulerFlow` integrates: - grad E (gradient
-        flow) unless an energy written over activations overrides it with - dE/dg (Krotov 2021,
-        arXiv:2107.06446), which also never increases E."""
-        return -jax.grad(self)(state, memories)
+    def velocity(self, state, params):
+        """The neuron dynamics dx/dt that `jamem.EulerFlow` integrates: - grad E (gradient flow)
+        unless an energy written over activations gives - dE/dg (Krotov 2021, arXiv:2107.06446),
+        which also never increases E."""
+        return jax.tree.map(jnp.negative, jax.grad(self)(state, params))
+
+    def value_and_velocity(self, state, params):
+        """(E(state), velocity(state)), sharing the work where the two coincide."""
+        if type(self).velocity is AbstractEnergy.velocity:
+            value, grad = jax.value_and_grad(self)(state, params)
+            return value, jax.tree.map(jnp.negative, grad)
+        return self(state, params), self.velocity(state, params)
+
+    def binary_cache(self, state, params):
+        """What the binary rules keep from one neuron's decision to the next (default nothing)."""
+        del state, params
+        return None
+
+    def binary_gap_sign(self, state, params, i, cache) -> Float[Array, ""]:
+        """Sign of E(sigma_i = -1) - E(sigma_i = +1) in {-1, 0, +1}, the decision of the binary
+        rules for neuron i (default: both energies evaluated)."""
+        del cache
+        return brute_force_gap_sign(self, state, params, i)
+
+    def binary_cache_update(self, cache, params, i, delta):
+        """The cache after neuron i changed by `delta` (default: unchanged)."""
+        del params, i, delta
+        return cache
+
+
+def brute_force_gap_sign(energy, state, params, i) -> Float[Array, ""]:
+    """Sign of E(sigma_i = -1) - E(sigma_i = +1), both evaluated (any energy, any function)."""
+    return jnp.sign(energy(state.at[i].set(-1.0), params) - energy(state.at[i].set(1.0), params))
 
 
 class DenseEnergy(AbstractEnergy):
@@ -73,6 +109,27 @@ class DenseEnergy(AbstractEnergy):
     @property
     def low_precision_ok(self) -> bool:
         return self.log_domain
+
+    def check_params(self, params):
+        if not hasattr(params, "ndim") or params.ndim != 2:
+            raise TypeError(f"`params` must be the (K, N) memories for a DenseEnergy, got {type(params).__name__}.")
+
+    def binary_cache(self, state, params):
+        # the overlaps xi . sigma, updated per flip (O(K) per neuron), and the scale of the terms
+        return params @ state, self.separation.memories_reference(params)
+
+    def binary_gap_sign(self, state, params, i, cache):
+        overlaps, reference = cache
+        column, current = params[:, i], state[i]
+        # the overlaps with sigma_i = +1 and -1, written so that XLA fuses them into the
+        # reductions instead of materialising a (K,) "rest" array
+        plus = overlaps + column * (1.0 - current)
+        minus = overlaps - column * (1.0 + current)
+        return gap_sign(self.separation, plus, minus, reference=reference)
+
+    def binary_cache_update(self, cache, params, i, delta):
+        overlaps, reference = cache
+        return overlaps + params[:, i] * delta, reference
 
     def __call__(self, state, memories):
         overlaps = memories @ state
@@ -129,7 +186,7 @@ class LogSumExpEnergy(AbstractEnergy):
 
     def __init__(self, beta: float = 1.0, *, chunk_size: int | None = None):
         self.beta = check_positive(beta, name="beta")
-        self.chunk_size = None if chunk_size is None else check_degree(chunk_size, name="chunk_size")
+        self.chunk_size = None if chunk_size is None else check_positive_int(chunk_size, name="chunk_size")
 
     @property
     def low_precision_ok(self) -> bool:

@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_degree
+from .._checks import check_positive_int
 
 
 class ReLUMLP(eqx.Module):
@@ -18,9 +18,9 @@ class ReLUMLP(eqx.Module):
     output: eqx.nn.Linear
 
     def __init__(self, *, num_visible: int = 784, num_hidden: int = 2000, num_classes: int = 10, key: PRNGKeyArray):
-        check_degree(num_visible, name="num_visible")
-        check_degree(num_hidden, name="num_hidden")
-        check_degree(num_classes, name="num_classes", minimum=2)
+        check_positive_int(num_visible, name="num_visible")
+        check_positive_int(num_hidden, name="num_hidden")
+        check_positive_int(num_classes, name="num_classes", minimum=2)
         k1, k2 = jax.random.split(key)
         self.hidden = eqx.nn.Linear(num_visible, num_hidden, key=k1)
         self.output = eqx.nn.Linear(num_hidden, num_classes, key=k2)

@@ -44,8 +44,8 @@ def _fmt(value) -> str:
 def _capacity(args) -> int:
     import jax
 
-    from . import capacity as cap
-    from ._checks import check_writable
+    from .._checks import check_writable
+    from ..core import capacity as cap
 
     for name, path in (("--json", args.json), ("--csv", args.csv)):
         if path:
@@ -104,8 +104,8 @@ def _write_csv(path, rows: list[dict]) -> None:
 
 
 def _xor(args) -> int:
-    from . import capacity as cap
-    from ._checks import check_writable
+    from .._checks import check_writable
+    from ..core import capacity as cap
 
     if args.json:
         check_writable(args.json, name="--json")
@@ -131,7 +131,7 @@ def _xor(args) -> int:
 
 
 def _mnist(args) -> int:
-    from . import mnist
+    from ..classifier import mnist
 
     if args.evaluate:
         summary = mnist.evaluate(args.evaluate, dataset=args.dataset, data_dir=args.data_dir, source=args.source)
@@ -198,9 +198,9 @@ def _attack(args) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from . import adversarial as adv
+    from ..classifier import adversarial as adv
+    from ..classifier.mnist import attack_target
     from . import data
-    from .mnist import attack_target
 
     scores, loss, config, _ = attack_target(args.checkpoint)
     images, labels = data.load(args.dataset, split="test", data_dir=args.data_dir)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._checks import IntLike, as_float_array, check_binary, check_degree, check_feature_dims
+from .._checks import IntLike, as_float_array, check_binary, check_degree, check_feature_dims, check_positive_int
 from .dynamics import AbstractSolver, AsyncBinary
 from .energies import DenseEnergy
 from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
@@ -27,8 +27,8 @@ from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
 
 def random_patterns(key: PRNGKeyArray, *, num_patterns: int, dim: int) -> Float[Array, "K N"]:
     """Independent uniform +-1 patterns, shape (num_patterns, dim), float32."""
-    check_degree(num_patterns, name="num_patterns")
-    check_degree(dim, name="dim")
+    check_positive_int(num_patterns, name="num_patterns")
+    check_positive_int(dim, name="dim")
     return jax.random.rademacher(key, (num_patterns, dim), dtype=jnp.float32)
 
 
@@ -85,13 +85,13 @@ def run_to_convergence(
     memories = as_float_array(memories, name="memories", ndim=2)
     check_binary(starts, name="starts")
     check_feature_dims(starts, memories, state_name="starts")
-    check_degree(max_sweeps, name="max_sweeps")
-    check_degree(pool_size, name="pool_size")
+    check_positive_int(max_sweeps, name="max_sweeps")
+    check_positive_int(pool_size, name="pool_size")
     key = jax.random.key(0) if key is None else key
     num_starts, dim = starts.shape
     pool = min(pool_size, num_starts)
     clamped = jnp.zeros((dim,), bool)
-    sweep = jax.vmap(lambda state, k: solver.step(energy, state, memories, clamped, k))
+    sweep = jax.vmap(lambda state, k: solver.step(energy, state, memories, clamped, k)[:2])
 
     def cond(carry):
         return jnp.any(carry[1] < num_starts)
@@ -152,10 +152,10 @@ def capacity_trials(
     which is a minimum too for power F of even degree), `recalled` (ended on the cued memory;
     equal to `on_memory` for random starts), `sweeps`, `converged`.
     """
-    check_degree(dim, name="dim")
-    check_degree(num_memories, name="num_memories")
-    check_degree(num_sets, name="num_sets")
-    check_degree(starts_per_set, name="starts_per_set")
+    check_positive_int(dim, name="dim")
+    check_positive_int(num_memories, name="num_memories")
+    check_positive_int(num_sets, name="num_sets")
+    check_positive_int(starts_per_set, name="starts_per_set")
     energy = DenseEnergy(as_separation(separation))
     run = _trial_runner(energy, solver or AsyncBinary(), max_sweeps, pool_size, flip_fraction)
     out = run(jax.random.split(key, num_sets), dim, num_memories, starts_per_set)
@@ -312,8 +312,8 @@ def bit_error_probability(dim: IntLike, num_memories: IntLike, degree: IntLike) 
     Evaluated in logs, so any degree gives a number (0.0 where it is below 1e-308).
     """
     n = check_degree(degree, minimum=2)
-    dim = check_degree(dim, name="dim")
-    num_memories = check_degree(num_memories, name="num_memories")
+    dim = check_positive_int(dim, name="dim")
+    num_memories = check_positive_int(num_memories, name="num_memories")
     log_c = _log_double_factorial_odd(2 * n - 3)
     log_ratio = math.log(num_memories) - (n - 1) * math.log(dim)  # log K / N^(n-1)
     exponent = -0.5 * _exp_or_inf(-(log_ratio + log_c))  # - 1 / (2 K (2n-3)!! / N^(n-1))
@@ -325,7 +325,7 @@ def perfect_recall_capacity(dim: IntLike, degree: IntLike) -> float:
     """K_max ~= N^(n-1) / (2 (2n-3)!! ln N): all memories stable with high probability (A5).
     inf where it exceeds the float range."""
     n = check_degree(degree, minimum=2)
-    dim = check_degree(dim, name="dim", minimum=2)
+    dim = check_positive_int(dim, name="dim", minimum=2)
     log_k = (n - 1) * math.log(dim) - math.log(2) - _log_double_factorial_odd(2 * n - 3) - math.log(math.log(dim))
     return _exp_or_inf(log_k)
 
@@ -339,7 +339,7 @@ def small_error_alpha(degree: IntLike) -> float:
 def small_error_capacity(dim: IntLike, degree: IntLike) -> float:
     """K_max = alpha_n N^(n-1) (A4); inf where it exceeds the float range."""
     n = check_degree(degree, minimum=2)
-    dim = check_degree(dim, name="dim")
+    dim = check_positive_int(dim, name="dim")
     return _exp_or_inf(math.log(0.146) - _log_double_factorial_odd(2 * n - 3) + (n - 1) * math.log(dim))
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._checks import check_degree, check_positive
+from .._checks import check_positive, check_positive_int
 
 
 def normalize_by_row_max() -> optax.GradientTransformation:
@@ -57,7 +57,7 @@ def epoch_decay(*, initial: float | int, decay: float | int, steps_per_epoch: in
     check_positive(initial, name="initial")
     if not 0 < decay <= 1:
         raise ValueError(f"`decay` must lie in (0, 1], got {decay}.")
-    check_degree(steps_per_epoch, name="steps_per_epoch")
+    check_positive_int(steps_per_epoch, name="steps_per_epoch")
     return optax.exponential_decay(
         init_value=initial, transition_steps=steps_per_epoch, decay_rate=decay, staircase=True
     )

@@ -13,9 +13,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from . import data, plots, prototypes, train
-from ._checks import check_degree, check_writable
-from .provenance import save_json
+from .._checks import check_positive_int, check_writable
+from ..tooling import data, plots
+from ..tooling.provenance import save_json
+from . import prototypes, train
 
 
 def run(
@@ -50,10 +51,10 @@ def run(
             summary's "complete" is then False and a later call with `resume=True` continues.
     """
     config = train.preset(degree, **overrides)  # validates every setting before the data is read
-    check_degree(checkpoint_every, name="checkpoint_every")
-    check_degree(eval_every, name="eval_every")
+    check_positive_int(checkpoint_every, name="checkpoint_every")
+    check_positive_int(eval_every, name="eval_every")
     if train_size is not None:
-        train_size = check_degree(train_size, name="train_size")
+        train_size = check_positive_int(train_size, name="train_size")
     stem = Path(out_dir) / f"{dataset}_n{degree}"
     check_writable(stem.with_suffix(".json"), name="out_dir")
     where = dict(data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0, source=source)
@@ -124,7 +125,7 @@ def attack_target(path: str | Path):
     """(scores_fn, loss_fn, config, history) of a trained checkpoint, ready for `jamem.adversarial`:
     the scores at the last training temperature and the training loss in log form (A10), which
     keeps a gradient where the outputs saturate."""
-    from .models import log_power_loss
+    from .model import log_power_loss
 
     model, config, history = train.load_trained(path)
     temperature = config.temperature()(max(len(history.rows) - 1, 0))

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from ._checks import check_degree, check_positive
+from .._checks import check_positive, check_positive_int
 
 OutputsFn = Callable[[Float[Array, "B N"]], Float[Array, "B C"]]
 LossFn = Callable[[Float[Array, " C"], Int[Array, ""]], Float[Array, ""]]
@@ -99,7 +99,7 @@ def descend(
     goals = _check_labels(targets, images.shape[0], "targets") if targeted else labels
     if not step_size > 0:
         raise ValueError(f"`step_size` must be > 0, got {step_size}.")
-    check_degree(max_steps, name="max_steps")
+    check_positive_int(max_steps, name="max_steps")
     return _descend(outputs_fn, loss_fn, images, goals, targeted, float(step_size), int(max_steps), stop_on_success)
 
 
@@ -167,7 +167,7 @@ def pgd(
     images = _check_images(images)
     labels = _check_labels(labels, images.shape[0])
     epsilon = _check_epsilon(epsilon)
-    check_degree(steps, name="steps")
+    check_positive_int(steps, name="steps")
     step_size = 2.5 * epsilon / steps if step_size is None else check_positive(step_size, name="step_size")
     return _pgd(outputs_fn, loss_fn, images, labels, epsilon, step_size, steps, key)
 
@@ -212,8 +212,8 @@ def spsa(
     images = _check_images(images)
     labels = _check_labels(labels, images.shape[0])
     epsilon = _check_epsilon(epsilon)
-    check_degree(steps, name="steps")
-    check_degree(samples, name="samples")
+    check_positive_int(steps, name="steps")
+    check_positive_int(samples, name="samples")
     perturbation = check_positive(perturbation, name="perturbation")
     step_size = 2.5 * epsilon / steps if step_size is None else check_positive(step_size, name="step_size")
     return _spsa(outputs_fn, images, labels, epsilon, step_size, steps, samples, float(perturbation), key)
@@ -261,8 +261,8 @@ def rubbish_images(
     """Targeted descent from noise N(0, noise_scale^2) clipped to [-1, 1], toward every class, for
     the full `max_steps` (not stopping at the flip), so the end points approach minima of the loss
     (B2: at large n those minima should not be confidently classified rubbish)."""
-    check_degree(num_classes, name="num_classes", minimum=2)
-    check_degree(per_class, name="per_class")
+    check_positive_int(num_classes, name="num_classes", minimum=2)
+    check_positive_int(per_class, name="per_class")
     targets = jnp.repeat(jnp.arange(num_classes), per_class)
     noise = jnp.clip(noise_scale * jax.random.normal(key, (targets.size, dim)), -1.0, 1.0)
     # the "label" of noise is irrelevant for a targeted run; any class other than the target

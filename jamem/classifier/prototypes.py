@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from .models.classifier import DenseAMClassifier
+from .model import DenseAMClassifier
 
 
 def classes_per_memory(model: DenseAMClassifier, *, threshold: float = 0.0) -> Int[Array, " K"]:

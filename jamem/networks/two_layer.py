@@ -12,8 +12,8 @@ I being an optional external input to the feature neurons, and the energy (C2)
     E(v, h) = [ (v - I) . g - L_v(v) ] + [ h . f - L_h(h) ] - f . Xi g
 
 decreases along them, dE/dt = - tau_v v' Hess L_v v' - tau_h h' Hess L_h h' <= 0, whenever both
-Hessians are positive semi-definite. `simulate` integrates the dynamics with explicit Euler inside
-a `lax.scan` and records the energy.
+Hessians are positive semi-definite. `simulate` integrates the dynamics with explicit Euler through
+`jamem.retrieve` (`TwoLayerFlow` is the network as an energy) and records the energy.
 
 In the limit of fast hidden neurons (tau_h -> 0, allowed here as `tau_h=0`) the hidden layer sits
 at h = Xi g(v) and the energy becomes a one-layer energy of v:
@@ -35,8 +35,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._checks import as_float_array, check_feature_dims, check_positive
-from .lagrangians import AbstractLagrangian, Identity, RectifiedPower, Softmax, SphericalNorm
+from .._checks import as_float_array, check_feature_dims, check_positive, check_positive_int
+from ..core.dynamics import EulerFlow, SaveAt, Solution, retrieve
+from ..core.energies import AbstractEnergy
+from ..core.lagrangians import AbstractLagrangian, Identity, RectifiedPower, Softmax, SphericalNorm
 
 
 class AbsoluteValue(AbstractLagrangian):
@@ -157,30 +159,27 @@ def model_c(separation=None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLa
     return TwoLayerNetwork(SphericalNorm(), hidden, tau_v=tau_v, tau_h=tau_h)
 
 
-class Trajectory(eqx.Module):
-    """The result of `simulate`.
+class TwoLayerFlow(AbstractEnergy):
+    """The two-layer network as a `jamem` energy for `retrieve`: the state is (v, h) (v alone when
+    tau_h = 0, h then sitting at Xi g(v)), `params` the memories Xi, and the velocity is the
+    dynamics (C1), so `retrieve(TwoLayerFlow(network), (v0, h0), memories, solver=EulerFlow(dt))`
+    runs the network. The energy decreases along it (C2)."""
 
-    Attributes:
-        v, h: the final states, shapes (N,) and (K,).
-        energy: the final energy.
-        times: the times of the saved states, shape (T,) (0, then every `save_every` steps).
-        vs, hs: the saved states, shapes (T, N) and (T, K).
-        energies: their energies, shape (T,).
-    """
+    network: TwoLayerNetwork
+    external: Float[Array, " N"] | None = None
 
-    v: Float[Array, " N"]
-    h: Float[Array, " K"]
-    energy: Float[Array, ""]
-    times: Float[Array, " T"]
-    vs: Float[Array, "T N"]
-    hs: Float[Array, "T K"]
-    energies: Float[Array, " T"]
+    def _layers(self, state, memories):
+        if self.network.tau_h == 0:
+            return state, self.network.hidden_equilibrium(state, memories)
+        return state
 
+    def __call__(self, state, memories):
+        v, h = self._layers(state, memories)
+        return self.network.energy(v, h, memories, self.external)
 
-def _check_count(value, *, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return value
+    def velocity(self, state, memories):
+        dv, dh = self.network.velocity(*self._layers(state, memories), memories, self.external)
+        return dv if self.network.tau_h == 0 else (dv, dh)
 
 
 def simulate(
@@ -193,8 +192,8 @@ def simulate(
     steps: int = 100,
     external: Float[Array, " N"] | None = None,
     save_every: int = 1,
-) -> Trajectory:
-    """Integrate the two-layer dynamics (C1) with explicit Euler in a `lax.scan`:
+) -> Solution:
+    """Integrate the two-layer dynamics (C1) with explicit Euler through `jamem.retrieve`,
 
         v <- v + (dt / tau_v) (Xi^T f(h) - v + I),    h <- h + (dt / tau_h) (Xi g(v) - h),
 
@@ -211,10 +210,11 @@ def simulate(
             overshoot and the energy need not decrease.
         steps: the number of Euler steps.
         external: the external input I to the feature neurons, shape (N,), or None.
-        save_every: save the state and energy every this many steps; `steps` must be a multiple.
+        save_every: record the state and energy every this many steps (and at step 0).
 
     Returns:
-        A `Trajectory` (final state, energies along the way).
+        A `jamem.Solution` whose state and trajectory are the pair (v, h) (with times
+        `dt * solution.ts`).
     """
     if not isinstance(network, TwoLayerNetwork):
         raise TypeError(f"`network` must be a TwoLayerNetwork (e.g. model_b()), got {type(network).__name__}.")
@@ -239,31 +239,25 @@ def simulate(
         raise ValueError(
             f"`dt` ({dt}) must be at most the smallest nonzero time constant ({min(taus)}) for explicit Euler."
         )
-    steps = _check_count(steps, name="steps")
-    save_every = _check_count(save_every, name="save_every")
-    if steps % save_every:
-        raise ValueError(f"`steps` ({steps}) must be a multiple of `save_every` ({save_every}).")
     fast = network.tau_h == 0
-
-    def one(state, _):
-        v, h = state
-        dv, dh = network.velocity(v, h, memories, external)
-        v = v + dt * dv
-        h = network.hidden_equilibrium(v, memories) if fast else h + dt * dh
-        return (v, h), None
-
-    def chunk(state, _):
-        state, _ = jax.lax.scan(one, state, None, length=save_every)
-        return state, (state, network.energy(*state, memories, external))
-
-    (v, h), (vs, hs), energies = _scan_saved(chunk, (v0, h0), steps // save_every)
-    energies = jnp.concatenate([network.energy(v0, h0, memories, external)[None], energies])
-    vs = jnp.concatenate([v0[None], vs])
-    hs = jnp.concatenate([h0[None], hs])
-    times = dt * save_every * jnp.arange(vs.shape[0], dtype=vs.dtype)
-    return Trajectory(v=v, h=h, energy=energies[-1], times=times, vs=vs, hs=hs, energies=energies)
-
-
-def _scan_saved(chunk, init, length):
-    final, ((vs, hs), energies) = jax.lax.scan(chunk, init, None, length=length)
-    return final, (vs, hs), energies
+    solution = retrieve(
+        TwoLayerFlow(network, external),
+        v0 if fast else (v0, h0),
+        memories,
+        solver=EulerFlow(dt),
+        steps=steps,
+        tol=None,
+        saveat=SaveAt(every=check_positive_int(save_every, name="save_every")),
+    )
+    if not fast:
+        return solution
+    # the fast-hidden state is v alone: give back (v, h) with h at its equilibrium
+    equilibrium = jax.vmap(network.hidden_equilibrium, in_axes=(0, None))
+    return eqx.tree_at(
+        lambda s: (s.state, s.trajectory),
+        solution,
+        (
+            (solution.state, network.hidden_equilibrium(solution.state, memories)),
+            (solution.trajectory, equilibrium(solution.trajectory, memories)),
+        ),
+    )

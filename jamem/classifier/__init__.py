@@ -1,0 +1,11 @@
+"""The DenseAM classifier of Krotov & Hopfield 2016 (arXiv:1606.01164) and what surrounds it:
+the model, its optimiser and training loop, prototype statistics, adversarial attacks and the
+MNIST job. Imports the core and tooling's data, plots and provenance."""
+
+from . import adversarial as adversarial
+from . import mlp as mlp
+from . import mnist as mnist
+from . import model as model
+from . import optim as optim
+from . import prototypes as prototypes
+from . import train as train

@@ -1,0 +1,8 @@
+"""Networks built on the core energies and `retrieve`: the two-layer family of Krotov & Hopfield
+2020, hierarchical memories (Krotov 2021), the Energy Transformer (Hoover et al. 2023) and
+random-feature memories (Hoover et al. 2024). Imports only the core."""
+
+from . import energy_transformer as energy_transformer
+from . import hierarchical as hierarchical
+from . import random_features as random_features
+from . import two_layer as two_layer
