@@ -25,10 +25,10 @@ from jamem.tooling.provenance import save_json
 POOL_SIZE = 32
 
 
-def numpy_trial(memories: np.ndarray, sigma: np.ndarray, degree: int, max_sweeps: int) -> tuple[np.ndarray, int]:
+def numpy_trial(memories: np.ndarray, sigma: np.ndarray, degree: int, steps: int) -> tuple[np.ndarray, int]:
     """The reference: one start, one neuron at a time, overlaps kept up to date."""
     columns = np.ascontiguousarray(memories.T)
-    for sweep in range(1, max_sweeps + 1):
+    for sweep in range(1, steps + 1):
         overlaps = memories @ sigma
         flips = 0
         for i in range(sigma.size):
@@ -41,7 +41,7 @@ def numpy_trial(memories: np.ndarray, sigma: np.ndarray, degree: int, max_sweeps
             overlaps = rest + col * new
         if flips == 0:
             return sigma, sweep
-    return sigma, max_sweeps
+    return sigma, steps
 
 
 def main(argv=None):

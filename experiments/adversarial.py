@@ -83,7 +83,7 @@ def main(argv=None):
     add_target_arguments(parser)
     parser.add_argument("--images", type=int, default=200, help="test images attacked per generating model")
     parser.add_argument("--step-size", type=float, default=0.01)
-    parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rubbish-steps", type=int, default=300)
     parser.add_argument("--rubbish-per-class", type=int, default=5)
     args = parser.parse_args(argv)
@@ -96,7 +96,7 @@ def main(argv=None):
     for name, (outputs, loss, *_) in targets.items():
         correct = np.flatnonzero(np.asarray(predictors[name](pool[0]) == pool[1]))[: args.images]
         x, y = pool[0][correct], pool[1][correct]
-        result = adv.descend(outputs, x, y, loss_fn=loss, step_size=args.step_size, max_steps=args.max_steps)
+        result = adv.descend(outputs, x, y, loss_fn=loss, step_size=args.step_size, steps=args.steps)
         ok = np.asarray(result.success)
         made[name] = (result.images[ok], y[ok])
         change = np.abs(np.asarray(result.images - x))[ok]
@@ -135,7 +135,7 @@ def main(argv=None):
     rubbish = {}
     for name, (f, loss, *_) in targets.items():
         result, goal = adv.rubbish_images(
-            f, loss_fn=loss, num_classes=10, per_class=args.rubbish_per_class, max_steps=args.rubbish_steps,
+            f, loss_fn=loss, num_classes=10, per_class=args.rubbish_per_class, steps=args.rubbish_steps,
             key=jax.random.key(4),
         )  # fmt: skip
         outs = f(result.images)

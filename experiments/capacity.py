@@ -40,7 +40,7 @@ def part_a(key, *, dim, num_memories, starts, degrees):
                 separation=cap.make_separation(kind, n),
                 num_sets=1,
                 starts_per_set=starts,
-                max_sweeps=200,
+                steps=200,
                 pool_size=1024,
             )
             hist, edges = np.histogram(out["max_overlap"], bins=np.arange(-dim, dim + 3, 2) - 1)
@@ -79,7 +79,7 @@ def part_b(key, *, dims, degree, factors, num_sets, starts_per_set):
                 grid,
                 num_sets=num_sets,
                 starts_per_set=starts_per_set,
-                max_sweeps=200,
+                steps=200,
                 pool_size=64,
                 progress=False,
             )

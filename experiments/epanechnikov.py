@@ -103,7 +103,7 @@ def part_a(key, *, dim, num_memories, radius_fractions, starts_per_memory, start
         exact_criterion="|q - xi| <= 1e-6 max(|xi|, 1) (float32)",
         step_size=STEP_SIZE,
         tol=0.0,
-        max_steps=MAX_STEPS,
+        steps=MAX_STEPS,
     )
     return dict(setup=setup, rows=rows)
 

@@ -58,7 +58,7 @@ cells = [
         "made, shown = {}, {}\n"
         "for name, (scores, loss) in models.items():\n"
         "    keep = jnp.argmax(scores(x), -1) == y\n"
-        "    result = adv.descend(scores, x[keep], y[keep], loss_fn=loss, step_size=0.01, max_steps=400)\n"
+        "    result = adv.descend(scores, x[keep], y[keep], loss_fn=loss, step_size=0.01, steps=400)\n"
         "    made[name] = (result.images[result.success], y[keep][result.success])\n"
         "    shown[name] = (x[keep][:4], result.images[:4], jnp.argmax(scores(result.images[:4]), -1))\n"
         '    print(f"{name}: {100 * float(result.success.mean()):.0f}% flipped, "\n'

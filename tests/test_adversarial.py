@@ -32,7 +32,7 @@ def mlp_and_data():
 
 def test_untargeted_descent_flips_labels_and_stays_in_range(mlp_and_data):
     model, x, y = mlp_and_data
-    result = adv.descend(model.batch_logits, x, y, loss_fn=cross_entropy, step_size=0.05, max_steps=300)
+    result = adv.descend(model.batch_logits, x, y, loss_fn=cross_entropy, step_size=0.05, steps=300)
     assert float(jnp.mean(result.success)) > 0.9
     assert float(jnp.max(jnp.abs(result.images))) <= 1.0
     predicted = jnp.argmax(model.batch_logits(result.images), -1)
@@ -118,7 +118,7 @@ def test_attack_on_a_small_dense_am(mlp_and_data):
 
     x, y = jnp.asarray(images[:30]), jnp.asarray(labels[:30])
     keep = jnp.argmax(outputs(x), -1) == y
-    result = adv.descend(outputs, x[keep], y[keep], loss_fn=loss, step_size=0.05, max_steps=400)
+    result = adv.descend(outputs, x[keep], y[keep], loss_fn=loss, step_size=0.05, steps=400)
     assert float(jnp.mean(result.success)) > 0.8
 
 
@@ -175,7 +175,7 @@ def test_bad_inputs(mlp_and_data):
 def test_attack_command(small_mnist_run, cache, capsys, monkeypatch):
     monkeypatch.setenv("JAMEM_CACHE_DIR", str(cache))
     args = ["attack", "--checkpoint", str(small_mnist_run[2]), "--images", "30", "--data-dir", str(SHARED_DATA)]
-    assert main([*args, "--max-steps", "200", "--step-size", "0.02"]) == 0
+    assert main([*args, "--steps", "200", "--step-size", "0.02"]) == 0
     out = capsys.readouterr().out
     assert "n = 3, descend:" in out and float(out.split("%")[0].split()[-1]) > 50
     assert int(out.split(" of ")[1].split()[0]) >= 20  # most of the 30 images were classified right

@@ -64,7 +64,7 @@ def test_pool_equals_independent_retrieval(key):
     xi = cap.random_patterns(key, num_patterns=60, dim=40)
     starts = cap.random_patterns(jax.random.key(1), num_patterns=23, dim=40)
     energy = jm.DenseEnergy(jm.Power(3))
-    finals, sweeps, converged = jax.jit(lambda s, m: cap.run_to_convergence(energy, s, m, pool_size=4, max_sweeps=50))(
+    finals, sweeps, converged = jax.jit(lambda s, m: cap.run_to_convergence(energy, s, m, pool_size=4, steps=50))(
         starts, xi
     )
     sol = jax.jit(

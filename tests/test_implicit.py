@@ -120,8 +120,8 @@ def test_bad_inputs_raise_clear_errors():
         jm.retrieve(energy, x0, xi, tol=1e-6, adjoint=implicit, saveat=jm.SaveAt(every=10))
     with pytest.raises((ValueError, TypeError), match="linear_solver"):  # jaxtyping's Literal check first
         jm.ImplicitAdjoint(linear_solver="cg")
-    with pytest.raises(ValueError, match="`max_steps`"):
-        jm.ImplicitAdjoint(max_steps=0)
+    with pytest.raises(ValueError, match="`steps`"):
+        jm.ImplicitAdjoint(steps=0)
     with pytest.raises(ValueError, match="`tol`"):
         jm.retrieve(energy, x0, xi, tol=-1.0, adjoint=implicit)
     with pytest.raises((ValueError, TypeError), match="x0|params"):

@@ -7,7 +7,7 @@ DenseAM classifier's `batch_scores` or its tanh outputs, an MLP's logits), and a
 
 - `descend` (B1): gradient steps on the input, weights frozen. Untargeted, the loss of the true
   label goes up; targeted, the loss of the target goes down; each image stops as soon as its label
-  flips (or reaches the target) or after `max_steps`. Steps are normalised by their largest pixel,
+  flips (or reaches the target) or after `steps`. Steps are normalised by their largest pixel,
   so `step_size` is the most any pixel moves per step.
 - `fgsm`, `pgd`: one signed step of size epsilon; projected signed steps inside the L-infinity
   ball of radius epsilon, from a random start.
@@ -83,12 +83,12 @@ def descend(
     loss_fn: LossFn,
     targets: Int[Array, " B"] | None = None,
     step_size: float | int = 0.01,
-    max_steps: int = 500,
+    steps: int = 500,
     stop_on_success: bool = True,
 ) -> AttackResult:
     """The attack of B1: normalised gradient steps on the pixels until the label flips.
 
-    With `stop_on_success=False` every image takes all `max_steps` (descent to a loss minimum).
+    With `stop_on_success=False` every image takes all `steps` (descent to a loss minimum).
 
     Untargeted (targets None): x <- x + s g / max|g|, g = d loss(f(x), label) / dx.
     Targeted: x <- x - s g / max|g|, g = d loss(f(x), target) / dx, until argmax f(x) = target.
@@ -99,12 +99,12 @@ def descend(
     goals = _check_labels(targets, images.shape[0], "targets") if targeted else labels
     if not step_size > 0:
         raise ValueError(f"`step_size` must be > 0, got {step_size}.")
-    check_positive_int(max_steps, name="max_steps")
-    return _descend(outputs_fn, loss_fn, images, goals, targeted, float(step_size), int(max_steps), stop_on_success)
+    check_positive_int(steps, name="steps")
+    return _descend(outputs_fn, loss_fn, images, goals, targeted, float(step_size), int(steps), stop_on_success)
 
 
 @eqx.filter_jit
-def _descend(outputs_fn, loss_fn, images, goals, targeted, step_size, max_steps, stop_on_success):
+def _descend(outputs_fn, loss_fn, images, goals, targeted, step_size, steps, stop_on_success):
     sign = -1.0 if targeted else 1.0
 
     def done(x, goal):
@@ -116,7 +116,7 @@ def _descend(outputs_fn, loss_fn, images, goals, targeted, step_size, max_steps,
 
         def cond(carry):
             x, step = carry
-            return (step < max_steps) & ~(done(x, goal) & stop_on_success)
+            return (step < steps) & ~(done(x, goal) & stop_on_success)
 
         def body(carry):
             x, step = carry
@@ -125,8 +125,8 @@ def _descend(outputs_fn, loss_fn, images, goals, targeted, step_size, max_steps,
             x = jnp.clip(x + sign * step_size * g / jnp.where(scale > 0, scale, 1.0), -1.0, 1.0)
             return x, step + 1
 
-        x, steps = jax.lax.while_loop(cond, body, (x0, jnp.int32(0)))
-        return x, done(x, goal), steps
+        x, taken = jax.lax.while_loop(cond, body, (x0, jnp.int32(0)))
+        return x, done(x, goal), taken
 
     return AttackResult(*jax.vmap(one)(images, goals))
 
@@ -254,12 +254,12 @@ def rubbish_images(
     per_class: int = 1,
     dim: int = 784,
     step_size: float | int = 0.01,
-    max_steps: int = 300,
+    steps: int = 300,
     noise_scale: float | int = 0.5,
     key: PRNGKeyArray,
 ) -> tuple[AttackResult, Int[Array, " B"]]:
     """Targeted descent from noise N(0, noise_scale^2) clipped to [-1, 1], toward every class, for
-    the full `max_steps` (not stopping at the flip), so the end points approach minima of the loss
+    the full `steps` (not stopping at the flip), so the end points approach minima of the loss
     (B2: at large n those minima should not be confidently classified rubbish)."""
     check_positive_int(num_classes, name="num_classes", minimum=2)
     check_positive_int(per_class, name="per_class")
@@ -268,7 +268,7 @@ def rubbish_images(
     # the "label" of noise is irrelevant for a targeted run; any class other than the target
     labels = (targets + 1) % num_classes
     result = descend(
-        outputs_fn, noise, labels, loss_fn=loss_fn, targets=targets, step_size=step_size, max_steps=max_steps,
+        outputs_fn, noise, labels, loss_fn=loss_fn, targets=targets, step_size=step_size, steps=steps,
         stop_on_success=False,
     )  # fmt: skip
     return result, targets

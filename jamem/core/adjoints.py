@@ -54,21 +54,21 @@ class ImplicitAdjoint(AbstractAdjoint):
 
     Args:
         linear_solver: "iterate" (u <- g + (df/dx)^T u) or "gmres" for the adjoint system.
-        max_steps: the most backward iterations (GMRES restarts of 20 Krylov vectors); default
+        steps: the most backward iterations (GMRES restarts of 20 Krylov vectors); default
             the forward `steps`.
         tol: the backward stopping tolerance (the largest change of u for "iterate", the relative
             residual for "gmres"); default the forward `tol`.
     """
 
     linear_solver: Literal["iterate", "gmres"] = eqx.field(static=True, default="iterate")
-    max_steps: int | None = eqx.field(static=True, default=None)
+    steps: int | None = eqx.field(static=True, default=None)
     tol: float | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.linear_solver not in LINEAR_SOLVERS:
             raise ValueError(f"`linear_solver` must be one of {LINEAR_SOLVERS}, got {self.linear_solver!r}.")
-        if self.max_steps is not None:
-            check_positive_int(self.max_steps, name="max_steps")
+        if self.steps is not None:
+            check_positive_int(self.steps, name="steps")
         if self.tol is not None:
             check_positive(self.tol, name="tol", allow_zero=True)
 
@@ -86,7 +86,7 @@ class ImplicitAdjoint(AbstractAdjoint):
             new = solver.step(eqx.combine(dyn, static), x, p, clamp, None)[0]
             return jax.tree.map(lambda c, a, n: jnp.where(c, a, n), clamp, anchor, new)
 
-        backward_steps = steps if self.max_steps is None else self.max_steps
+        backward_steps = steps if self.steps is None else self.steps
         backward_tol = tol if self.tol is None else float(self.tol)
         config = (steps, tol, self.linear_solver, backward_steps, backward_tol)
         final, taken, change = _solve(rule, config, x0, (dynamic, params, x0, masks))
@@ -97,13 +97,13 @@ def _largest_change(new, old):
     return jax.tree.reduce(jnp.maximum, jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), new, old))
 
 
-def _iterate(update, x0, *, max_steps, tol):
-    """x <- update(x) until the largest change of one step <= tol, or max_steps; returns
+def _iterate(update, x0, *, steps, tol):
+    """x <- update(x) until the largest change of one step <= tol, or steps; returns
     (steps taken, x, the last change)."""
 
     def cond(carry):
         t, _, change = carry
-        return (t < max_steps) & (change > tol)
+        return (t < steps) & (change > tol)
 
     def body(carry):
         t, x, _ = carry
@@ -117,8 +117,8 @@ def _iterate(update, x0, *, max_steps, tol):
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _solve(step, config, x0, params):
     """(x*, steps taken, last change); only x* carries a gradient."""
-    max_steps, tol, _, _, _ = config
-    taken, x, change = _iterate(lambda x: step(x, params), x0, max_steps=max_steps, tol=tol)
+    steps, tol, _, _, _ = config
+    taken, x, change = _iterate(lambda x: step(x, params), x0, steps=steps, tol=tol)
     return x, taken, jax.lax.stop_gradient(change)
 
 
@@ -137,9 +137,7 @@ def _solve_bwd(step, config, residuals, cotangents):
         return vjp_x(u)[0]
 
     if linear_solver == "iterate":
-        u = _iterate(lambda u: jax.tree.map(jnp.add, g, transposed_jacobian(u)), g, max_steps=back_steps, tol=back_tol)[
-            1
-        ]
+        u = _iterate(lambda u: jax.tree.map(jnp.add, g, transposed_jacobian(u)), g, steps=back_steps, tol=back_tol)[1]
     else:
         u, _ = jax.scipy.sparse.linalg.gmres(
             lambda u: jax.tree.map(jnp.subtract, u, transposed_jacobian(u)),
@@ -162,10 +160,10 @@ def fixed_point(
     x0: PyTree[Float[Array, ...]],
     params,
     *,
-    max_steps: int = 1000,
+    steps: int = 1000,
     tol: float = 1e-6,
     linear_solver: Literal["iterate", "gmres"] = "iterate",
-    backward_max_steps: int | None = None,
+    backward_steps: int | None = None,
     backward_tol: float | None = None,
 ) -> PyTree[Float[Array, ...]]:
     """The fixed point x* = step(x*, params), iterated from x0, differentiable in `params` by the
@@ -176,10 +174,10 @@ def fixed_point(
             it depends on and that gradients should reach must be in `params`.
         x0: where the iteration starts (an array or a pytree of arrays). Its gradient is zero.
         params: a pytree of arrays.
-        max_steps: the most forward iterations.
+        steps: the most forward iterations.
         tol: stop once the largest change of one step <= tol.
         linear_solver: "iterate" or "gmres" for the adjoint system (I - df/dx)^T u = g.
-        backward_max_steps, backward_tol: the backward limits; default `max_steps`, `tol`.
+        backward_steps, backward_tol: the backward limits; default `steps`, `tol`.
 
     Returns:
         x*, like x0.
@@ -187,11 +185,11 @@ def fixed_point(
     if not callable(step):
         raise TypeError(f"`step` must be a callable step(x, params) -> x, got {type(step).__name__}.")
     x0 = jax.tree.map(jnp.asarray, x0)
-    max_steps = check_positive_int(max_steps, name="max_steps")
+    steps = check_positive_int(steps, name="steps")
     tol = check_positive(tol, name="tol", allow_zero=True)
     if linear_solver not in LINEAR_SOLVERS:
         raise ValueError(f"`linear_solver` must be one of {LINEAR_SOLVERS}, got {linear_solver!r}.")
-    back_steps = max_steps if backward_max_steps is None else check_positive_int(backward_max_steps, name="max_steps")
+    back_steps = steps if backward_steps is None else check_positive_int(backward_steps, name="steps")
     back_tol = tol if backward_tol is None else check_positive(backward_tol, name="backward_tol", allow_zero=True)
     if not isinstance(tol, float) or not isinstance(back_tol, float):
         raise TypeError("`tol` and `backward_tol` must be Python numbers (they are static).")
@@ -199,4 +197,4 @@ def fixed_point(
     got = jax.tree.map(lambda a: (a.shape, a.dtype), jax.eval_shape(step, x0, params))
     if got != expected:
         raise ValueError(f"`step` must return x's structure, shapes and dtypes ({expected}), got {got}.")
-    return _solve(step, (max_steps, tol, linear_solver, back_steps, back_tol), x0, params)[0]
+    return _solve(step, (steps, tol, linear_solver, back_steps, back_tol), x0, params)[0]

@@ -63,11 +63,11 @@ def run_to_convergence(
     memories: Float[Array, "K N"],
     *,
     solver: AbstractSolver | None = None,
-    max_sweeps: int = 100,
+    steps: int = 100,
     pool_size: int = 1024,
     key: PRNGKeyArray | None = None,
 ) -> tuple[Float[Array, "S N"], Int[Array, " S"], Bool[Array, " S"]]:
-    """Run a binary rule from every start until a sweep flips nothing (or `max_sweeps`).
+    """Run a binary rule from every start until a sweep flips nothing (or `steps`).
 
     `pool_size` starts are swept at once (vmap); a finished slot immediately takes the next
     start. Everything runs in one `lax.while_loop`, so the call jit-compiles and vmaps (over
@@ -85,7 +85,7 @@ def run_to_convergence(
     memories = as_float_array(memories, name="memories", ndim=2)
     check_binary(starts, name="starts")
     check_feature_dims(starts, memories, state_name="starts")
-    check_positive_int(max_sweeps, name="max_sweeps")
+    check_positive_int(steps, name="steps")
     check_positive_int(pool_size, name="pool_size")
     key = jax.random.key(0) if key is None else key
     num_starts, dim = starts.shape
@@ -101,7 +101,7 @@ def run_to_convergence(
         new, flips = sweep(slots, jax.random.split(jax.random.fold_in(key, t), pool))
         slot_sweeps = slot_sweeps + 1
         active = slot_start < num_starts
-        done = active & ((flips == 0) | (slot_sweeps >= max_sweeps))
+        done = active & ((flips == 0) | (slot_sweeps >= steps))
         # Index num_starts is out of range: mode="drop" discards writes from unfinished slots.
         target = jnp.where(done, slot_start, num_starts)
         finals = finals.at[target].set(new, mode="drop")
@@ -137,7 +137,7 @@ def capacity_trials(
     num_sets: int = 10,
     starts_per_set: int = 100,
     flip_fraction: float | None = None,
-    max_sweeps: int = 100,
+    steps: int = 100,
     pool_size: int = 256,
     solver: AbstractSolver | None = None,
 ) -> dict[str, np.ndarray]:
@@ -157,7 +157,7 @@ def capacity_trials(
     check_positive_int(num_sets, name="num_sets")
     check_positive_int(starts_per_set, name="starts_per_set")
     energy = DenseEnergy(as_separation(separation))
-    run = _trial_runner(energy, solver or AsyncBinary(), max_sweeps, pool_size, flip_fraction)
+    run = _trial_runner(energy, solver or AsyncBinary(), steps, pool_size, flip_fraction)
     out = run(jax.random.split(key, num_sets), dim, num_memories, starts_per_set)
     return {name: np.asarray(value).reshape(-1) for name, value in out.items()}
 
@@ -165,9 +165,9 @@ def capacity_trials(
 _RUNNERS: dict = {}
 
 
-def _trial_runner(energy, solver, max_sweeps, pool_size, flip_fraction):
+def _trial_runner(energy, solver, steps, pool_size, flip_fraction):
     """One jitted function per configuration (jit then caches one compilation per shape)."""
-    config = (energy, solver, max_sweeps, pool_size, flip_fraction)
+    config = (energy, solver, steps, pool_size, flip_fraction)
     if config in _RUNNERS:
         return _RUNNERS[config]
 
@@ -181,7 +181,7 @@ def _trial_runner(energy, solver, max_sweeps, pool_size, flip_fraction):
             cues = jax.random.randint(k_cue, (num_starts,), 0, num_memories)
             starts = flip_bits(k_start, memories[cues], fraction=flip_fraction)
         finals, sweeps, converged = run_to_convergence(
-            energy, starts, memories, solver=solver, max_sweeps=max_sweeps, pool_size=pool_size, key=k_run
+            energy, starts, memories, solver=solver, steps=steps, pool_size=pool_size, key=k_run
         )
         ov = finals @ memories.T
         on_memory = jnp.max(ov, axis=-1) == dim
@@ -210,7 +210,7 @@ def capacity_sweep(
     num_sets: int = 10,
     starts_per_set: int = 100,
     flip_fraction: float | None = None,
-    max_sweeps: int = 100,
+    steps: int = 100,
     pool_size: int = 256,
     progress: bool = True,
 ) -> list[dict]:
@@ -237,7 +237,7 @@ def capacity_sweep(
             num_sets=num_sets,
             starts_per_set=starts_per_set,
             flip_fraction=flip_fraction,
-            max_sweeps=max_sweeps,
+            steps=steps,
             pool_size=pool_size,
         )
         rows.append(

@@ -25,6 +25,7 @@ Each Lagrangian is a small final `equinox.Module` holding only its hyperparamete
 
 from __future__ import annotations
 
+import abc
 import math
 
 import equinox as eqx
@@ -36,10 +37,12 @@ from .._checks import as_float_array, check_degree, check_positive
 
 
 class AbstractLagrangian(eqx.Module):
-    """A convex Lagrangian L(x) -> scalar; its gradient is the activation g(x)."""
+    """A convex Lagrangian L(x) -> scalar; its gradient is the activation g(x). Subclasses
+    implement `__call__` (and `activation` in closed form where they can)."""
 
+    @abc.abstractmethod
     def __call__(self, x: Float[Array, " N"]) -> Float[Array, ""]:
-        raise NotImplementedError
+        """L(x) for one layer state."""
 
     def activation(self, x: Float[Array, " N"]) -> Float[Array, " N"]:
         """g(x) = grad L(x) (by `jax.grad` unless a subclass gives the closed form)."""

@@ -25,6 +25,7 @@ Any plain callable F works too: wrap it with `as_separation`.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import equinox as eqx
@@ -37,10 +38,12 @@ from .._checks import check_degree, check_positive
 
 
 class AbstractSeparation(eqx.Module):
-    """A separation function F, applied elementwise."""
+    """A separation function F, applied elementwise. Subclasses implement `__call__`; the other
+    views have defaults (no rescaling) that are exact where F stays finite."""
 
+    @abc.abstractmethod
     def __call__(self, x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        raise NotImplementedError
+        """F(x), elementwise."""
 
     def scaled(self, x: Float[Array, "*shape"], reference) -> Float[Array, "*shape"]:
         """F(x) divided by a positive constant fixed by `reference` (default: F(x) itself)."""

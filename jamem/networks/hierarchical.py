@@ -26,6 +26,7 @@ Hopfield 2020 (`jamem.two_layer`).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 
@@ -72,9 +73,9 @@ class AbstractSynapse(eqx.Module):
     in_size: eqx.AbstractVar[int]
     out_size: eqx.AbstractVar[int]
 
+    @abc.abstractmethod
     def forward(self, g_in: Float[Array, " _n"]) -> Float[Array, " _m"]:
         """W g_in, a flat vector of `out_size`."""
-        raise NotImplementedError
 
     def energy(self, g_in: Float[Array, " _n"], g_out: Float[Array, " _m"]) -> Float[Array, ""]:
         """The synapse energy - g_out . W g_in."""

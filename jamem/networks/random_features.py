@@ -34,11 +34,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._checks import as_float_array, check_positive, check_positive_int
+from ..core.energies import AbstractEnergy
 
 _KINDS = ("fourier", "positive")
 
 
-class RandomFeatureMemory(eqx.Module):
+class RandomFeatureMemory(AbstractEnergy):
     """A Gaussian-kernel associative memory stored as random features (DrDAM, F2).
 
     Build it empty and add memories (`add_memories` returns a new module; the sizes never
@@ -128,8 +129,10 @@ class RandomFeatureMemory(eqx.Module):
         """Phi(sqrt(beta) v) . T, the estimate of sum_mu exp(- beta/2 |v - xi^mu|^2)."""
         return jnp.dot(self.features(state), self.memory)
 
-    def __call__(self, state: Float[Array, " N"]) -> Float[Array, ""]:
-        """The approximate energy - (1/beta) log(Phi(sqrt(beta) v) . T) (F2)."""
+    def __call__(self, state: Float[Array, " N"], params=None) -> Float[Array, ""]:
+        """The approximate energy - (1/beta) log(Phi(sqrt(beta) v) . T) (F2): a `jamem` energy
+        whose parameters are its own (`params` is unused), so `jamem.retrieve(rf, v)` descends it."""
+        del params
         total = self.kernel_sum(state)
         tiny = jnp.finfo(total.dtype).tiny
         return -jnp.log(jnp.maximum(total, tiny)) / self.beta

@@ -129,15 +129,16 @@ class TwoLayerNetwork(eqx.Module):
         return dv, dh
 
 
-def model_a(separation=None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
+def model_a(hidden: AbstractLagrangian | None = None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
     """Model A (C3): L_v = sum |v| (g = Sign v), L_h = sum_mu F(h_mu). With tau_h = 0 the energy
     is the Dense Associative Memory energy - sum_mu F(xi^mu . Sign v) (Krotov & Hopfield 2016).
 
     Args:
-        separation: the hidden Lagrangian sum_mu F(h_mu), a separable `AbstractLagrangian`
-            (default `RectifiedPower(3)`: F(x) = max(x, 0)^3 / 3; `Exponential(beta)` also fits).
+        hidden: the hidden Lagrangian L_h(h) = sum_mu F(h_mu), a separable
+            `jamem.core.lagrangians` Lagrangian (default `RectifiedPower(3)`:
+            F(x) = max(x, 0)^3 / 3; `Exponential(beta)` also fits).
     """
-    hidden = RectifiedPower(3) if separation is None else separation
+    hidden = RectifiedPower(3) if hidden is None else hidden
     return TwoLayerNetwork(AbsoluteValue(), hidden, tau_v=tau_v, tau_h=tau_h)
 
 
@@ -148,14 +149,14 @@ def model_b(beta: float = 1.0, *, tau_v: float = 1.0, tau_h: float = 0.0) -> Two
     return TwoLayerNetwork(Identity(), Softmax(beta), tau_v=tau_v, tau_h=tau_h)
 
 
-def model_c(separation=None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
+def model_c(hidden: AbstractLagrangian | None = None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
     """Model C (C5): L_v = |v| (g = v / |v|), L_h = sum_mu F(h_mu). With tau_h = 0 the energy is
     - sum_mu F(xi^mu . v / |v|).
 
     Args:
-        separation: the hidden Lagrangian sum_mu F(h_mu) (default `RectifiedPower(3)`).
+        hidden: the hidden Lagrangian L_h(h) = sum_mu F(h_mu) (default `RectifiedPower(3)`).
     """
-    hidden = RectifiedPower(3) if separation is None else separation
+    hidden = RectifiedPower(3) if hidden is None else hidden
     return TwoLayerNetwork(SphericalNorm(), hidden, tau_v=tau_v, tau_h=tau_h)
 
 

@@ -64,7 +64,7 @@ def _capacity(args) -> int:
         num_sets=args.sets,
         starts_per_set=args.starts,
         flip_fraction=args.flip_fraction,
-        max_sweeps=args.max_sweeps,
+        steps=args.steps,
     )
     for r in rows:
         r["a5_perfect_recall_K"] = cap.perfect_recall_capacity(r["dim"], r["degree"]) if r["degree"] >= 2 else None
@@ -209,14 +209,12 @@ def _attack(args) -> int:
     correct = jnp.argmax(scores(images), -1) == labels
     x, y = images[correct], labels[correct]
     if args.method == "descend":
-        result = adv.descend(scores, x, y, loss_fn=loss, step_size=args.step_size, max_steps=args.max_steps)
+        result = adv.descend(scores, x, y, loss_fn=loss, step_size=args.step_size, steps=args.steps)
         attacked, steps = result.images, f", mean steps {float(jnp.mean(result.steps)):.1f}"
     elif args.method == "fgsm":
         attacked, steps = adv.fgsm(scores, x, y, loss_fn=loss, epsilon=args.epsilon), ""
     else:
-        attacked = adv.pgd(
-            scores, x, y, loss_fn=loss, epsilon=args.epsilon, steps=args.max_steps, key=jax.random.key(0)
-        )
+        attacked = adv.pgd(scores, x, y, loss_fn=loss, epsilon=args.epsilon, steps=args.steps, key=jax.random.key(0))
         steps = ""
     flipped = np.asarray(jnp.argmax(scores(attacked), -1) != y)
     linf = float(jnp.mean(jnp.max(jnp.abs(attacked - x), axis=1)))
@@ -268,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=100, help="first test images to attack")
     p.add_argument("--epsilon", type=float, default=0.1, help="L-inf budget for fgsm / pgd")
     p.add_argument("--step-size", type=float, default=0.01)
-    p.add_argument("--max-steps", type=int, default=500, help="descend: step budget; pgd: steps")
+    p.add_argument("--steps", type=int, default=500, help="descend: step budget; pgd: steps")
     p.add_argument("--dataset", choices=["mnist", "fashion_mnist"], default="mnist")
     p.add_argument("--data-dir")
     p.set_defaults(run=_attack)
@@ -286,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start from memories with this fraction of bits flipped (default: random starts)",
     )
-    p.add_argument("--max-sweeps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the table (with provenance) to this JSON file")
     p.add_argument("--csv", help="write the table to this CSV file")
