@@ -1,11 +1,11 @@
-"""Adversarial inputs for classifiers (Krotov & Hopfield 2017, arXiv:1701.00939; B1-B3), plus the
+"""Adversarial inputs for classifiers (Krotov & Hopfield 2017, arXiv:1701.00939), plus the
 standard FGSM and PGD baselines.
 
 A model is any function `outputs_fn(images (B, N)) -> (B, C)` whose argmax is the prediction (a
 DenseAM classifier's `batch_scores` or its tanh outputs, an MLP's logits), and a loss
 `loss_fn(outputs (C,), label) -> scalar` that training minimised. Pixels stay in [-1, 1].
 
-- `descend` (B1): gradient steps on the input, weights frozen. Untargeted, the loss of the true
+- `descend` (arXiv:1701.00939): gradient steps on the input, weights frozen. Untargeted, the loss of the true
   label goes up; targeted, the loss of the target goes down; each image stops as soon as its label
   flips (or reaches the target) or after `steps`. Steps are normalised by their largest pixel,
   so `step_size` is the most any pixel moves per step.
@@ -86,7 +86,7 @@ def descend(
     steps: int = 500,
     stop_on_success: bool = True,
 ) -> AttackResult:
-    """The attack of B1: normalised gradient steps on the pixels until the label flips.
+    """The attack of arXiv:1701.00939: normalised gradient steps on the pixels until the label flips.
 
     With `stop_on_success=False` every image takes all `steps` (descent to a loss minimum).
 
@@ -260,7 +260,7 @@ def rubbish_images(
 ) -> tuple[AttackResult, Int[Array, " B"]]:
     """Targeted descent from noise N(0, noise_scale^2) clipped to [-1, 1], toward every class, for
     the full `steps` (not stopping at the flip), so the end points approach minima of the loss
-    (B2: at large n those minima should not be confidently classified rubbish)."""
+    (arXiv:1701.00939: at large n those minima should not be confidently classified rubbish)."""
     check_positive_int(num_classes, name="num_classes", minimum=2)
     check_positive_int(per_class, name="per_class")
     targets = jnp.repeat(jnp.arange(num_classes), per_class)

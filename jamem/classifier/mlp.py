@@ -1,6 +1,6 @@
 """A one-hidden-layer ReLU network, the classic baseline that adversarial images fool
-(Krotov & Hopfield 2017, B3). It is the dual (A9) of a DenseAM with n = 2, trained as an ordinary
-network with softmax cross-entropy."""
+(Krotov & Hopfield 2017, arXiv:1701.00939, talk slides). It is the dual (arXiv:1606.01164,
+eq. 10) of a DenseAM with n = 2, trained as an ordinary network with softmax cross-entropy."""
 
 from __future__ import annotations
 

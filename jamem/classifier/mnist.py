@@ -1,7 +1,8 @@
-"""The MNIST / Fashion-MNIST experiment of Krotov & Hopfield 2016 (A8-A15) as one call: `jamem mnist`.
+"""The MNIST / Fashion-MNIST experiment of Krotov & Hopfield 2016 (arXiv:1606.01164, eq. 9) as one call: `jamem mnist`.
 
 Trains a DenseAM classifier from a preset, checkpointing and logging as it goes, then saves the
-summary JSON (config, history, final test error, epoch where 2% is first reached, the A15
+summary JSON (config, history, final test error, epoch where 2% is first reached, the
+feature-to-prototype statistics of Figs. 2, 4
 feature-to-prototype statistics) and the memories as a grid of 28x28 images.
 """
 
@@ -42,7 +43,7 @@ def run(
 
     Args:
         validation: hold out the last 10k training images and report on them instead of the test
-            set (the paper's hyperparameter protocol, A13).
+            set (the paper's hyperparameter protocol, arXiv:1606.01164, App. A).
         train_size: use only the first `train_size` training images (quick runs).
         resume: continue from the checkpoint `<out_dir>/<dataset>_n<degree>.ckpt` (True: it must
             exist; "auto": if it exists), `jamem.train.fit`.
@@ -89,7 +90,8 @@ def run(
 
 def evaluate(path: str | Path, *, dataset: str = "mnist", data_dir: str | None = None, source: str = "auto") -> dict:
     """A saved model (`.ckpt` or `.eqx`) re-evaluated on the test set: its error computed afresh
-    (not read from the history), the recorded final error beside it, and the A15 statistics."""
+    (not read from the history), the recorded final error beside it, and the feature-to-prototype
+    statistics (arXiv:1606.01164, Figs. 2, 4)."""
     model, config, history = train.load_trained(path)
     images, labels = data.load(dataset, split="test", data_dir=data_dir, source=source)
     temperature = config.temperature()(max(len(history.rows) - 1, 0))
@@ -100,7 +102,8 @@ def evaluate(path: str | Path, *, dataset: str = "mnist", data_dir: str | None =
 
 
 def analyse(model, history: train.History, *, config: train.TrainConfig, images, dataset: str, split: str) -> dict:
-    """Final error, epoch of first <= 2%, and the A15 statistics of a trained model."""
+    """Final error, epoch of first <= 2%, and the feature-to-prototype statistics
+    (arXiv:1606.01164, Figs. 2, 4) of a trained model."""
     temperature = config.temperature()(max(len(history.rows) - 1, 0))
     votes = np.asarray(prototypes.classes_per_memory(model))
     ratios = np.asarray(prototypes.second_contribution_ratio(model, jnp.asarray(images), temperature=temperature))
@@ -123,7 +126,7 @@ def analyse(model, history: train.History, *, config: train.TrainConfig, images,
 
 def attack_target(path: str | Path):
     """(scores_fn, loss_fn, config, history) of a trained checkpoint, ready for `jamem.adversarial`:
-    the scores at the last training temperature and the training loss in log form (A10), which
+    the scores at the last training temperature and the training loss in log form (arXiv:1606.01164, App. A), which
     keeps a gradient where the outputs saturate."""
     from .model import log_power_loss
 

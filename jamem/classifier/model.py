@@ -1,4 +1,4 @@
-"""The DenseAM classifier of Krotov & Hopfield 2016 (arXiv:1606.01164, eq. 9, App. A; A8-A10).
+"""The DenseAM classifier of Krotov & Hopfield 2016 (arXiv:1606.01164, eq. 9, App. A).
 
 N = 784 visible neurons are clamped to the pixels (in [-1, 1]); N_c = 10 classification neurons
 start at -eps (eps = 1 in the paper); K memories span all N + N_c neurons; F is the rectified
@@ -28,7 +28,7 @@ ScalarLike = float | int | Float[Array, ""]
 
 
 class DenseAMClassifier(eqx.Module):
-    """K memories over `num_visible + num_classes` neurons, rectified F of degree n (A8).
+    """K memories over `num_visible + num_classes` neurons, rectified F of degree n (arXiv:1606.01164, eq. 9).
 
     Acts on one image (shape (num_visible,)); batch with `jax.vmap`.
     """
@@ -54,7 +54,7 @@ class DenseAMClassifier(eqx.Module):
         self.degree = check_degree(degree)
         check_positive(init_std, name="init_std")
         shape = (num_memories, num_visible + num_classes)
-        # A11: xi ~ Normal(-0.3, 0.3), kept in [-1, 1]
+        # App. A of arXiv:1606.01164: xi ~ Normal(-0.3, 0.3), kept in [-1, 1]
         self.memories = jnp.clip(init_mean + init_std * jax.random.normal(key, shape), -1.0, 1.0)
 
     @property
@@ -89,7 +89,7 @@ class DenseAMClassifier(eqx.Module):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def rectified_power_gaps(base: Float[Array, "B K"], shift: Float[Array, "C K"], degree: int) -> Float[Array, "B C"]:
-    """sum_k [relu(base_bk + shift_ck)^n - relu(base_bk)^n], the class gaps of A8 (n = degree).
+    """sum_k [relu(base_bk + shift_ck)^n - relu(base_bk)^n], the class gaps of eq. 9 (n = degree).
 
     Each term is differenced before the sum so that large n keeps its precision in float32.
     The gaps are one (B, C, K) expression behind an optimisation barrier: without it XLA's CPU
@@ -144,7 +144,7 @@ rectified_power_gaps.defvjp(_gaps_forward, _gaps_backward)
 
 
 def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[Array, " C"]:
-    """The dual one-hidden-layer network (eq. 10; A9): c_alpha = tanh( sum_mu xi^mu_alpha
+    """The dual one-hidden-layer network (eq. 10; arXiv:1606.01164, eq. 10): c_alpha = tanh( sum_mu xi^mu_alpha
     f(xi^mu_v . v) ), f = F' = n relu(x)^(n-1). It is the eps -> 0 limit of the classifier with
     classes started at -eps and beta = 1 / (2 eps)."""
     visible, classes = model.split_memories()
@@ -153,7 +153,7 @@ def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[A
 
 
 def power_loss(outputs: Float[Array, " C"], label, *, power: int = 2) -> Float[Array, ""]:
-    """C = sum_alpha (c_alpha - t_alpha)^(2m), targets t = +1 for the label, -1 otherwise (A10)."""
+    """C = sum_alpha (c_alpha - t_alpha)^(2m), targets t = +1 for the label, -1 otherwise (arXiv:1606.01164, App. A)."""
     m = check_positive_int(power, name="power")
     targets = 2.0 * jax.nn.one_hot(label, outputs.shape[-1]) - 1.0
     return jnp.sum((outputs - targets) ** (2 * m))

@@ -1,6 +1,6 @@
-"""The optimiser and schedules of Krotov & Hopfield 2016 (arXiv:1606.01164, App. A; A11-A12) in optax.
+"""The optimiser and schedules of Krotov & Hopfield 2016 (arXiv:1606.01164, App. A) in optax.
 
-The update of A11, per minibatch, for every memory mu:
+The update of arXiv:1606.01164, App. A, per minibatch, for every memory mu:
 
     V^mu   <- p V^mu - dC/dxi^mu
     xi^mu  <- clip( xi^mu + eps(t) V^mu / max_J |V^mu_J| , -1, 1 ),   eps(t) = eps0 f^t (t in epochs)
@@ -53,7 +53,7 @@ def keep_params_in_box(*, lower: float | int = -1.0, upper: float | int = 1.0) -
 
 
 def epoch_decay(*, initial: float | int, decay: float | int, steps_per_epoch: int) -> optax.Schedule:
-    """eps(t) = initial * decay^epoch, constant within an epoch (A11: decay f = 0.998)."""
+    """eps(t) = initial * decay^epoch, constant within an epoch (arXiv:1606.01164, App. A: decay f = 0.998)."""
     check_positive(initial, name="initial")
     if not 0 < decay <= 1:
         raise ValueError(f"`decay` must lie in (0, 1], got {decay}.")
@@ -66,7 +66,7 @@ def epoch_decay(*, initial: float | int, decay: float | int, steps_per_epoch: in
 def dense_am_optimizer(
     learning_rate: float | optax.Schedule, *, momentum: float | int = 0.9, clip: float | int = 1.0
 ) -> optax.GradientTransformation:
-    """The A11 update: momentum, per-memory max-normalisation, step, clip to [-clip, clip].
+    """The update of arXiv:1606.01164, App. A: momentum, per-memory max-normalisation, step, clip to [-clip, clip].
 
     Args:
         learning_rate: eps, a float or an optax schedule of the step count (see `epoch_decay`).
@@ -85,7 +85,7 @@ def dense_am_optimizer(
 
 
 class TemperatureRamp(NamedTuple):
-    """T(epoch): linear from `initial` to `final` over `ramp_epochs`, then constant (A12).
+    """T(epoch): linear from `initial` to `final` over `ramp_epochs`, then constant (arXiv:1606.01164, App. A).
 
     beta = 1 / T^n. Large n uses a constant T (initial == final, e.g. 550); small n ramps,
     e.g. 300 -> 60 over 200 epochs.

@@ -1,4 +1,5 @@
-"""Feature-to-prototype statistics of a trained DenseAM classifier (Krotov & Hopfield 2016, Fig. 2, 4; A15).
+"""Feature-to-prototype statistics of a trained DenseAM classifier (Krotov & Hopfield 2016,
+arXiv:1606.01164, Figs. 2, 4).
 
 At small n most memories vote for several classes and many memories add up to a decision
 (features); at large n a memory votes for one class and one memory dominates each decision

@@ -1,4 +1,4 @@
-"""Training DenseAM classifiers (Krotov & Hopfield 2016, App. A; A10-A13), data-parallel and resumable.
+"""Training DenseAM classifiers (Krotov & Hopfield 2016, App. A; arXiv:1606.01164, App. A), data-parallel and resumable.
 
 `train_epoch` is one jit-compiled epoch: a keyed shuffle, then `lax.scan` over minibatches, each
 split over all local devices along the batch axis with `jax.sharding` (parameters replicated, the
@@ -34,13 +34,13 @@ from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one run (defaults: the paper's n = 3 window, A11-A12)."""
+    """Hyperparameters of one run (defaults: the paper's n = 3 window, arXiv:1606.01164, App. A)."""
 
     degree: int = 3
     num_memories: int = 2000
     epochs: int = 300
     batch_size: int = 1000
-    loss: str = "power"  # "power" (A10) or "cross_entropy"
+    loss: str = "power"  # "power" (arXiv:1606.01164, App. A) or "cross_entropy"
     loss_power: int = 3  # m in (c - t)^(2m)
     learning_rate: float = 0.04
     learning_rate_decay: float = 0.998
@@ -76,8 +76,9 @@ def _check_in_range(value, name, low, high, text, *, closed_below=True, closed_a
         raise ValueError(f"`{name}` must lie in {text}, got {value!r}.")
 
 
-# The paper's ranges (A10-A12): small n ramp T and use m ~ 2-4; large n keep T in [500, 700], m ~ 30.
-# n = 8 (used by the 2017 robustness paper, B3) sits between: constant T = 400, m = 10 (our choice).
+# The paper's ranges (arXiv:1606.01164, App. A): small n ramp T and use m ~ 2-4; large n keep T in [500, 700], m ~ 30.
+# n = 8 (used by the 2017 robustness paper, arXiv:1701.00939) sits between: constant T = 400, m = 10
+# (our choice).
 PRESETS: dict[int, dict] = {
     2: dict(degree=2, loss_power=2, temperature_initial=350.0, temperature_final=60.0, learning_rate=0.04),
     3: dict(degree=3, loss_power=3, temperature_initial=300.0, temperature_final=60.0, learning_rate=0.04),
@@ -85,8 +86,8 @@ PRESETS: dict[int, dict] = {
     20: dict(degree=20, loss_power=30, temperature_initial=550.0, temperature_final=550.0, learning_rate=0.01),
     30: dict(degree=30, loss_power=30, temperature_initial=650.0, temperature_final=650.0, learning_rate=0.01),
 }
-PAPER_EPOCHS = 3000  # A11
-PAPER_DECAY = 0.998  # A11: eps(t) = eps0 f^t, so eps0 0.998^3000 = 0.25% of eps0 at the end
+PAPER_EPOCHS = 3000  # arXiv:1606.01164, App. A
+PAPER_DECAY = 0.998  # ibid.: eps(t) = eps0 f^t, so eps0 0.998^3000 = 0.25% of eps0 at the end
 SCHEDULES = ("paper", "compressed")
 COMPRESSED_EPOCHS = 400
 COMPRESSED_RAMP_EPOCHS = 100
@@ -128,7 +129,7 @@ def batch_loss(
     loss: str = "power",
     loss_power: int = 3,
 ) -> tuple[Float[Array, ""], Float[Array, "B C"]]:
-    """Summed loss over the batch (A10: sum (c - t)^(2m)) and the scores (for the error count)."""
+    """Summed loss over the batch (arXiv:1606.01164, App. A: sum (c - t)^(2m)) and the scores (for the error count)."""
     scores = model.batch_scores(images, temperature=temperature)
     if loss == "power":
         value = jnp.sum(jax.vmap(lambda c, t: power_loss(c, t, power=loss_power))(jnp.tanh(scores), labels))
@@ -285,7 +286,7 @@ def initial_state(
     steps_per_epoch: int = 60,
     optimizer: optax.GradientTransformation | None = None,
 ):
-    """(model, optimizer, opt_state) at epoch 0: the model from `config.seed`, the A11 optimiser
+    """(model, optimizer, opt_state) at epoch 0: the model from `config.seed`, the optimiser of arXiv:1606.01164, App. A
     with the per-epoch decay unless `optimizer` is given."""
     if optimizer is None:
         schedule = epoch_decay(
@@ -369,7 +370,7 @@ def fit(
     Args:
         config: hyperparameters; `preset(n)` gives the paper's.
         train, test: (images (P, 784) in [-1, 1], integer labels (P,)).
-        optimizer: defaults to the paper's A11 rule with the per-epoch decay; any optax
+        optimizer: defaults to the paper's rule (arXiv:1606.01164, App. A) with the per-epoch decay; any optax
             optimiser works (it is called with `params`).
         checkpoint_path: where to write checkpoints every `checkpoint_every` epochs and at the end.
             Each carries a SHA-256 of its contents; temporaries of a killed write are removed.

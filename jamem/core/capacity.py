@@ -1,7 +1,7 @@
 """Storage capacity of Dense Associative Memory: patterns, recall, batched sweeps and theory.
 
-Theory is Krotov & Hopfield 2016 (arXiv:1606.01164, section 2; REFERENCE A3-A5). Experiments run
-the asynchronous rule (A2) on many starts at once: `run_to_convergence` keeps a fixed pool of
+Theory is Krotov & Hopfield 2016 (arXiv:1606.01164, section 2). Experiments run
+the asynchronous rule (arXiv:1606.01164, eq. 3) on many starts at once: `run_to_convergence` keeps a fixed pool of
 vmapped slots busy, refilling a slot as soon as its start has converged, so a batch costs the
 sum of the sweeps its starts need rather than (batch size) x (slowest start).
 """
@@ -144,7 +144,7 @@ def capacity_trials(
     """Retrieval trials at one (N, K): `num_sets` random memory sets (vmapped), each with
     `starts_per_set` starts, run to convergence under the asynchronous rule.
 
-    Starts are uniformly random states (`flip_fraction=None`, the Appendix B protocol, A6) or
+    Starts are uniformly random states (`flip_fraction=None`, the Appendix B protocol, arXiv:1606.01164, App. B) or
     memories with that fraction of bits flipped (recall of the cued memory).
 
     Returns numpy arrays over all trials: `max_overlap` (largest xi . sigma at the end),
@@ -305,7 +305,7 @@ def _exp_or_inf(log_value: float) -> float:
 
 
 def bit_error_probability(dim: IntLike, num_memories: IntLike, degree: IntLike) -> float:
-    """Probability that one bit of a stored memory is unstable (A3), large-N approximation:
+    """Probability that one bit of a stored memory is unstable (arXiv:1606.01164, sec. 2), large-N approximation:
 
     P ~= sqrt((2n-3)!! / (2 pi) * K / N^(n-1)) * exp(- N^(n-1) / (2 K (2n-3)!!)).
 
@@ -322,7 +322,7 @@ def bit_error_probability(dim: IntLike, num_memories: IntLike, degree: IntLike) 
 
 
 def perfect_recall_capacity(dim: IntLike, degree: IntLike) -> float:
-    """K_max ~= N^(n-1) / (2 (2n-3)!! ln N): all memories stable with high probability (A5).
+    """K_max ~= N^(n-1) / (2 (2n-3)!! ln N): all memories stable with high probability (arXiv:1606.01164, sec. 2).
     inf where it exceeds the float range."""
     n = check_degree(degree, minimum=2)
     dim = check_positive_int(dim, name="dim", minimum=2)
@@ -331,20 +331,20 @@ def perfect_recall_capacity(dim: IntLike, degree: IntLike) -> float:
 
 
 def small_error_alpha(degree: IntLike) -> float:
-    """alpha_n ~= 0.146 / (2n-3)!!, with K_max = alpha_n N^(n-1) at a small error rate (A4)."""
+    """alpha_n ~= 0.146 / (2n-3)!!, with K_max = alpha_n N^(n-1) at a small error rate (arXiv:1606.01164, sec. 2)."""
     n = check_degree(degree, minimum=2)
     return math.exp(math.log(0.146) - _log_double_factorial_odd(2 * n - 3))
 
 
 def small_error_capacity(dim: IntLike, degree: IntLike) -> float:
-    """K_max = alpha_n N^(n-1) (A4); inf where it exceeds the float range."""
+    """K_max = alpha_n N^(n-1) (arXiv:1606.01164, sec. 2); inf where it exceeds the float range."""
     n = check_degree(degree, minimum=2)
     dim = check_positive_int(dim, name="dim")
     return _exp_or_inf(math.log(0.146) - _log_double_factorial_odd(2 * n - 3) + (n - 1) * math.log(dim))
 
 
 # ---------------------------------------------------------------------------------------------
-# XOR (Krotov & Hopfield 2016, section 3; A7)
+# XOR (Krotov & Hopfield 2016, section 3; arXiv:1606.01164, sec. 3)
 
 XOR_MEMORIES = np.array([[1, 1, -1], [1, -1, 1], [-1, 1, 1], [-1, -1, -1]], dtype=np.float32)
 

@@ -77,7 +77,7 @@ def brute_force_gap_sign(energy, state, params, i) -> Float[Array, ""]:
 
 
 class DenseEnergy(AbstractEnergy):
-    """Dense Associative Memory energy (Krotov & Hopfield 2016, arXiv:1606.01164, eq. 2; A1):
+    """Dense Associative Memory energy (Krotov & Hopfield 2016, arXiv:1606.01164, eq. 2):
 
         E(sigma) = - sum_mu F(xi^mu . sigma).
 
@@ -160,7 +160,7 @@ def signed_log1p_sum(signs: Float[Array, " K"], logs: Float[Array, " K"]) -> Flo
 
 class LogSumExpEnergy(AbstractEnergy):
     """Modern Hopfield energy (Ramsauer et al. 2020, arXiv:2008.02217; Krotov & Hopfield 2020
-    model B; I1, C4):
+    model B, arXiv:2008.06996):
 
         E(x) = - (1/beta) log sum_mu exp(beta xi^mu . x) + 1/2 x . x.
 
@@ -255,7 +255,7 @@ _chunked_logsumexp.defvjp(_chunked_logsumexp_fwd, _chunked_logsumexp_bwd, symbol
 
 class GaussianKernelEnergy(AbstractEnergy):
     """Gaussian-kernel (distance) log-sum-exp energy used by DrDAM (Hoover et al. 2024,
-    arXiv:2410.24153; F1):
+    arXiv:2410.24153):
 
         E(v) = - (1/beta) log sum_mu exp(- beta/2 |v - xi^mu|^2).
     """
@@ -275,7 +275,7 @@ class GaussianKernelEnergy(AbstractEnergy):
 
 
 class LogSumReLUEnergy(AbstractEnergy):
-    """Epanechnikov (log-sum-ReLU) energy (Hoover et al. 2025, arXiv:2506.10801; G1):
+    """Epanechnikov (log-sum-ReLU) energy (Hoover et al. 2025, arXiv:2506.10801):
 
         E(q) = - (1/beta) log( sum_mu ReLU(1 - beta/2 |q - xi^mu|^2) + eps ).
 

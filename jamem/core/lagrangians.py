@@ -1,8 +1,8 @@
 """Lagrangians L(x) whose gradients are the activations, and the Legendre neuron energies.
 
 In the energy-based view of associative memory (Krotov & Hopfield 2020, "Large Associative
-Memory Problem in Neurobiology and Machine Learning", arXiv:2008.06996; REFERENCE C1-C2;
-Krotov 2021, arXiv:2107.06446, D1) every layer of neurons x has a Lagrangian L(x), a convex
+Memory Problem in Neurobiology and Machine Learning", arXiv:2008.06996;
+Krotov 2021, arXiv:2107.06446) every layer of neurons x has a Lagrangian L(x), a convex
 scalar function, and its activations are the gradient
 
     g(x) = grad L(x).
@@ -11,7 +11,7 @@ The layer's contribution to the energy is the Legendre transform of L,
 
     E_neuron(x) = x . g(x) - L(x),      grad_x E_neuron = Hess L(x) @ x,
 
-and the energy decreases along the dynamics whenever Hess L is positive semi-definite (C2). A
+and the energy decreases along the dynamics whenever Hess L is positive semi-definite (arXiv:2008.06996). A
 Lagrangian may be a sum of per-neuron terms (g is elementwise: ReLU, tanh, sigmoid, ...) or couple
 the whole layer (softmax, layer norm, spherical normalisation).
 
@@ -51,7 +51,7 @@ class AbstractLagrangian(eqx.Module):
 
 class Identity(AbstractLagrangian):
     """L(x) = 1/2 |x|^2, g(x) = x: linear (quadratic-Lagrangian) neurons, the visible layer of
-    the modern Hopfield network (Krotov & Hopfield 2020 model B, C4)."""
+    the modern Hopfield network (Krotov & Hopfield 2020 model B, arXiv:2008.06996)."""
 
     def __call__(self, x):
         return 0.5 * jnp.sum(x**2)
@@ -62,8 +62,8 @@ class Identity(AbstractLagrangian):
 
 class RectifiedPower(AbstractLagrangian):
     """L(x) = (1/n) sum_i max(x_i, 0)^n, g(x) = max(x, 0)^(n-1): rectified-polynomial neurons
-    (Krotov & Hopfield 2016 duality, A9: an energy of degree n is a network whose activation is
-    the rectified polynomial of degree n - 1). n = 2 is ReLU; n = 1 gives the step function.
+    (the duality of Krotov & Hopfield 2016, arXiv:1606.01164, eq. 10: an energy of degree n is a
+    network whose activation is the rectified polynomial of degree n - 1). n = 2 is ReLU; n = 1 gives the step function.
 
     Args:
         degree: n >= 1 (L is convex for every n >= 1).
@@ -160,7 +160,7 @@ class Sigmoid(AbstractLagrangian):
 
 class Softmax(AbstractLagrangian):
     """L(x) = (1/beta) log sum_i exp(beta x_i), g(x) = softmax(beta x): the hidden layer of the
-    modern Hopfield network (Krotov & Hopfield 2020 model B, C4). Stable log-sum-exp form.
+    modern Hopfield network (Krotov & Hopfield 2020 model B, arXiv:2008.06996). Stable log-sum-exp form.
 
     Args:
         beta: inverse temperature, > 0.
@@ -180,7 +180,7 @@ class Softmax(AbstractLagrangian):
 
 class LayerNorm(AbstractLagrangian):
     """The layer-norm Lagrangian of the Energy Transformer (Hoover et al. 2023, arXiv:2302.07253,
-    E1), with a scalar gain gamma and bias delta:
+    the layer-norm Lagrangian), with a scalar gain gamma and bias delta:
 
         L(x) = D gamma sqrt(var(x) + eps) + delta sum_i x_i,   var(x) = (1/D) sum_i (x_i - mean x)^2,
         g(x) = gamma (x - mean x) / sqrt(var(x) + eps) + delta,
@@ -215,7 +215,7 @@ class LayerNorm(AbstractLagrangian):
 
 class SphericalNorm(AbstractLagrangian):
     """L(x) = sqrt(|x|^2 + eps), g(x) = x / sqrt(|x|^2 + eps): spherical normalisation
-    (Krotov & Hopfield 2020 model C, C5, where eps = 0 and g = x / |x|).
+    (Krotov & Hopfield 2020, arXiv:2008.06996, model C, where eps = 0 and g = x / |x|).
 
     With eps = 0 (the default) g(0) is taken as 0, a subgradient of |x| at the origin, instead of
     the NaN that differentiating |x| there would give.
@@ -252,7 +252,7 @@ def _check_real(value, *, name: str) -> float:
 
 
 def legendre_energy(lagrangian, x: Float[Array, " N"]) -> Float[Array, ""]:
-    """The neuron energy of a layer, the Legendre transform of its Lagrangian (C2, D1):
+    """The neuron energy of a layer, the Legendre transform of its Lagrangian (arXiv:2008.06996, arXiv:2107.06446):
 
         E_neuron(x) = x . g(x) - L(x),   g = grad L,
 

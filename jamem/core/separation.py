@@ -112,7 +112,7 @@ class _AbstractPowerSeparation(AbstractSeparation):
 
 
 class Power(_AbstractPowerSeparation):
-    """F(x) = x^n. n = 2 is the classical Hopfield network (Krotov & Hopfield 2016, A1)."""
+    """F(x) = x^n. n = 2 is the classical Hopfield network (Krotov & Hopfield 2016, arXiv:1606.01164, eq. 2)."""
 
     def __call__(self, x):
         return x**self.degree
@@ -129,7 +129,7 @@ class Power(_AbstractPowerSeparation):
 
 
 class RectifiedPower(_AbstractPowerSeparation):
-    """F(x) = max(x, 0)^n, the rectified polynomial (Krotov & Hopfield 2016, A1)."""
+    """F(x) = max(x, 0)^n, the rectified polynomial (Krotov & Hopfield 2016, arXiv:1606.01164, eq. 2)."""
 
     def __call__(self, x):
         return jax.nn.relu(x) ** self.degree
@@ -145,7 +145,7 @@ class RectifiedPower(_AbstractPowerSeparation):
 
 
 class Exponential(AbstractSeparation):
-    """F(x) = exp(beta x) (Demircigil et al. 2017). Stored capacity about 2^(N/2) (I3)."""
+    """F(x) = exp(beta x) (Demircigil et al. 2017). Stored capacity about 2^(N/2) (arXiv:1702.01929)."""
 
     beta: float = eqx.field(static=True, default=1.0)
 

@@ -1,9 +1,9 @@
 """The Energy Transformer (Hoover et al. NeurIPS 2023, "Energy Transformer", arXiv:2302.07253;
-REFERENCE E1-E3).
+the layer-norm Lagrangian, the block energy and the masked-patch experiment).
 
 Tokens x (T x D) are layer-normed, g = LayerNorm(x), the layer norm being the gradient of the
-Lagrangian L(x) = D gamma sqrt(var(x) + eps) + delta . x of each token (E1). The block has one
-scalar energy of the normed tokens (E2),
+Lagrangian L(x) = D gamma sqrt(var(x) + eps) + delta . x of each token (arXiv:2302.07253). The block has one
+scalar energy of the normed tokens (arXiv:2302.07253),
 
     E(g) = E_att(g) + E_hn(g),
     E_att = -(1/beta) sum_h sum_C log sum_B exp(beta K_hB . Q_hC),   K_hB = W_K^h g_B,
@@ -20,7 +20,7 @@ version of this flow never increases E (dE/dt = -dE/dg . Hess L . dE/dg <= 0); w
 step alpha the discrete steps inherit that.
 
 `EnergyTransformer` is the block (one example; batch with `jax.vmap`), `MaskedPatchET` the
-masked-patch image model of E3: patch embedding, learned position embeddings, a learned mask
+masked-patch image model of the paper's image experiments: patch embedding, learned position embeddings, a learned mask
 token in place of the masked patches, the block, and a linear decoder back to pixels.
 """
 
@@ -45,13 +45,13 @@ def layer_norm_lagrangian(
     x: Float[Array, " D"], *, gamma: float = 1.0, delta: Float[Array, " D"] | None = None, eps: float = 1e-5
 ) -> Float[Array, ""]:
     """L(x) = D gamma sqrt(var(x) + eps) + delta . x, the Energy Transformer's token Lagrangian
-    (E1), with a vector bias delta (zero when None). Its gradient is `EnergyTransformer.layer_norm`."""
+    (arXiv:2302.07253), with a vector bias delta (zero when None). Its gradient is `EnergyTransformer.layer_norm`."""
     scalar = LayerNorm(gamma, eps=eps)(x)
     return scalar if delta is None else scalar + jnp.dot(delta, x)
 
 
 class EnergyTransformer(eqx.Module):
-    """One Energy Transformer block acting on T tokens of dimension D (E1-E2).
+    """One Energy Transformer block acting on T tokens of dimension D (arXiv:2302.07253).
 
     Attributes:
         key_weights, query_weights: W_K, W_Q, shape (heads, head_dim, D).
@@ -64,11 +64,11 @@ class EnergyTransformer(eqx.Module):
         num_heads: number of attention heads.
         head_dim: Y, the key/query dimension of each head (beta = 1/sqrt(Y)).
         num_memories: number of Hopfield memories (hidden neurons).
-        hopfield: "relu" (E_hn = -1/2 sum ReLU(xi . g)^2, E2) or "softmax"
+        hopfield: "relu" (E_hn = -1/2 sum ReLU(xi . g)^2, arXiv:2302.07253) or "softmax"
             (E_hn = -(1/beta_hn) sum_B log sum_mu exp(beta_hn xi^mu . g_B)).
         hopfield_beta: beta_hn of the softmax variant (unused for "relu").
         exclude_self: if True the attention sum runs over B != C (the paper's eq. 3); the default
-            sums over every B, REFERENCE E2's form.
+            sums over every B, the paper's form.
         gamma, eps: the layer norm's gain (> 0) and regulariser.
         key: PRNG key for the weights (keyword only).
     """
@@ -121,16 +121,16 @@ class EnergyTransformer(eqx.Module):
 
     @property
     def beta(self) -> float:
-        """The attention inverse temperature, 1/sqrt(head dim) (E2)."""
+        """The attention inverse temperature, 1/sqrt(head dim) (arXiv:2302.07253)."""
         return 1.0 / math.sqrt(self.key_weights.shape[1])
 
     def layer_norm(self, x: Float[Array, "T D"]) -> Float[Array, "T D"]:
         """g_B = gamma (x_B - mean x_B) / sqrt(var(x_B) + eps) + delta for every token B: the
-        gradient of `layer_norm_lagrangian` (E1)."""
+        gradient of `layer_norm_lagrangian` (arXiv:2302.07253)."""
         return jax.vmap(LayerNorm(self.gamma, eps=self.eps).activation)(x) + self.delta[None, :]
 
     def attention_energy(self, g: Float[Array, "T D"]) -> Float[Array, ""]:
-        """E_att = -(1/beta) sum_h sum_C log sum_B exp(beta K_hB . Q_hC) (E2): minus the softmax
+        """E_att = -(1/beta) sum_h sum_C log sum_B exp(beta K_hB . Q_hC) (arXiv:2302.07253): minus the softmax
         Lagrangian of each query's scores over the keys."""
         keys = jnp.einsum("hyd,bd->hby", self.key_weights, g)
         queries = jnp.einsum("hyd,cd->hcy", self.query_weights, g)
@@ -142,7 +142,7 @@ class EnergyTransformer(eqx.Module):
         return -jnp.sum(jax.vmap(jax.vmap(lagrangian))(scores))
 
     def hopfield_energy(self, g: Float[Array, "T D"]) -> Float[Array, ""]:
-        """E_hn = -1/2 sum_B sum_mu ReLU(xi^mu . g_B)^2 (E2), or its softmax variant: minus the
+        """E_hn = -1/2 sum_B sum_mu ReLU(xi^mu . g_B)^2 (arXiv:2302.07253), or its softmax variant: minus the
         hidden Lagrangian (rectified power of degree 2, or softmax) of each token's overlaps."""
         overlaps = g @ self.memories.T  # [B, mu]
         lagrangian = RectifiedPower(2) if self.hopfield == "relu" else Softmax(self.hopfield_beta)
@@ -185,7 +185,7 @@ class EnergyTransformer(eqx.Module):
 
 class TokenFlow(AbstractEnergy):
     """An Energy Transformer block as a `jamem` energy of its tokens x: E(LayerNorm(x)), with the
-    velocity - dE/dg (E2), so an `EulerFlow(alpha)` step is x <- x - alpha dE/dg."""
+    velocity - dE/dg (arXiv:2302.07253), so an `EulerFlow(alpha)` step is x <- x - alpha dE/dg."""
 
     block: EnergyTransformer
 
@@ -261,7 +261,7 @@ def random_mask(key: PRNGKeyArray, num_patches: int, num_masked: int) -> Bool[Ar
 
 
 class MaskedPatchET(eqx.Module):
-    """Masked-patch image model with an Energy Transformer core (E3).
+    """Masked-patch image model with an Energy Transformer core (arXiv:2302.07253).
 
     image -> patches (T, p^2) -> linear embedding to D + position embeddings; masked patches are
     replaced by the learned mask token (plus their position embedding) -> `steps` steps of the
@@ -271,7 +271,7 @@ class MaskedPatchET(eqx.Module):
         image_size: side S of the square single-channel images (28 for MNIST).
         patch_size: side p of the patches; must divide S (7 gives 16 tokens, 4 gives 49).
         dim: token dimension D.
-        steps, step_size: number of ET updates and alpha (E2: 12 and 0.1).
+        steps, step_size: number of ET updates and alpha (arXiv:2302.07253: 12 and 0.1).
         **block_kwargs: `num_heads`, `head_dim`, `num_memories`, `hopfield`, ... of
             `EnergyTransformer`.
         key: PRNG key (keyword only).
@@ -355,7 +355,7 @@ class MaskedPatchET(eqx.Module):
 def masked_patch_mse(
     reconstruction: Float[Array, "*B N"], image: Float[Array, "*B N"], mask: Bool[Array, "*B T"], *, patch_size: int
 ) -> Float[Array, ""]:
-    """Mean squared pixel error over the masked patches only (the E3 training loss), for one
+    """Mean squared pixel error over the masked patches only (the paper's training loss for masked patches), for one
     image or a batch (flat images)."""
     side = math.isqrt(image.shape[-1])
     cut = lambda im: patchify(im, patch_size=patch_size, image_size=side)

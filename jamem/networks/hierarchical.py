@@ -1,5 +1,5 @@
 """Hierarchical associative memory (Krotov 2021, "Hierarchical Associative Memory",
-arXiv:2107.06446; REFERENCE D1): any number of layers of neurons joined by dense or
+arXiv:2107.06446): any number of layers of neurons joined by dense or
 convolutional synapses, with one energy for the whole network.
 
 Layer l has a state x_l (a flat vector of N_l neurons; a convolutional synapse reads it as an
@@ -184,7 +184,7 @@ def _conv(image, kernel, stride, padding):
 
 
 class HierarchicalNetwork(AbstractEnergy):
-    """Layers joined by synapses, with one energy (D1). Acts on one network state, a tuple of
+    """Layers joined by synapses, with one energy (arXiv:2107.06446). Acts on one network state, a tuple of
     flat layer states (x_0, ..., x_{L-1}); batch with `jax.vmap`. It is a `jamem` energy of that
     tuple (its parameters are its own fields, `params` is unused), and its velocity is the neuron
     dynamics - dE/dg / tau, so `jamem.retrieve(network, states, solver=jamem.EulerFlow(dt))` runs
@@ -249,7 +249,7 @@ class HierarchicalNetwork(AbstractEnergy):
         return total - sum(jnp.dot(b, g) for b, g in zip(self.biases, activations))
 
     def energy(self, states: Sequence[Float[Array, " _n"]]) -> Float[Array, ""]:
-        """E = sum_l [x_l . g_l - L_l(x_l)] - sum_s g_b(s) . W_s g_a(s) - sum_l b_l . g_l (D1)."""
+        """E = sum_l [x_l . g_l - L_l(x_l)] - sum_s g_b(s) . W_s g_a(s) - sum_l b_l . g_l (arXiv:2107.06446)."""
         self._check_states(states)
         gs = self.activations(states)
         neurons = sum(jnp.dot(x, g) - layer.lagrangian(x) for layer, x, g in zip(self.layers, states, gs))
@@ -287,7 +287,7 @@ def settle(
     save_every: int | None = None,
     save_states: bool = False,
 ) -> Solution:
-    """Run the network dynamics (D1) with explicit Euler,
+    """Run the network dynamics (arXiv:2107.06446) with explicit Euler,
 
         x_l <- x_l + (dt / tau_l) (input_l - x_l),
 

@@ -1,7 +1,7 @@
 """Dense associative memory with random features (DrDAM; Hoover et al. NeurIPS 2024,
-arXiv:2410.24153; REFERENCE F1-F3).
+arXiv:2410.24153).
 
-The Gaussian-kernel log-sum-exp energy (F1, `jamem.energies.GaussianKernelEnergy`)
+The Gaussian-kernel log-sum-exp energy (arXiv:2410.24153, `jamem.energies.GaussianKernelEnergy`)
 
     E(v) = - (1/beta) log sum_mu exp(- beta/2 |v - xi^mu|^2)
 
@@ -9,17 +9,17 @@ needs all K memories at every query. Writing the kernel as an expectation over r
 
     exp(- |a - b|^2 / 2) = E_w[ phi_w(a) . phi_w(b) ],   w ~ Normal(0, I),
 
-and averaging over Y sampled rows W (F2) gives
+and averaging over Y sampled rows W (arXiv:2410.24153) gives
 
     sum_mu exp(- beta/2 |v - xi^mu|^2) ~= Phi(sqrt(beta) v) . T,   T = sum_mu Phi(sqrt(beta) xi^mu),
 
 so the memories are kept as one vector T whose size depends on Y, never on K: adding a memory adds
 its features to T and changes no shape. The approximate energy and its `jax.grad` then cost
-O(Y N) per query instead of O(K N). The error of the kernel sum falls like 1/sqrt(Y) (F3).
+O(Y N) per query instead of O(K N). The error of the kernel sum falls like 1/sqrt(Y) (arXiv:2410.24153).
 
 Two feature maps (both unbiased for the Gaussian kernel):
 
-- "fourier" (F2, random Fourier features): Phi(a) = Y^(-1/2) [cos(W a), sin(W a)], 2Y numbers.
+- "fourier" (arXiv:2410.24153, random Fourier features): Phi(a) = Y^(-1/2) [cos(W a), sin(W a)], 2Y numbers.
   Far from every memory the estimate of the (tiny) kernel sum can be <= 0; the logarithm is then
   taken of the smallest positive float instead (the energy is flat there).
 - "positive" (positive random features, as in Performer's FAVOR+): Phi(a) = Y^(-1/2)
@@ -40,7 +40,7 @@ _KINDS = ("fourier", "positive")
 
 
 class RandomFeatureMemory(AbstractEnergy):
-    """A Gaussian-kernel associative memory stored as random features (DrDAM, F2).
+    """A Gaussian-kernel associative memory stored as random features (DrDAM, arXiv:2410.24153).
 
     Build it empty and add memories (`add_memories` returns a new module; the sizes never
     change), then call it on a query for the approximate energy:
@@ -80,7 +80,7 @@ class RandomFeatureMemory(AbstractEnergy):
             dim: N, the number of features of a state.
             num_features: Y, the number of random projections.
             beta: inverse temperature of the Gaussian kernel, > 0.
-            kind: "fourier" (F2) or "positive".
+            kind: "fourier" (arXiv:2410.24153) or "positive".
             key: PRNG key for W (keyword-only; same key, same features).
             dtype: floating dtype of W and T.
         """
@@ -130,7 +130,7 @@ class RandomFeatureMemory(AbstractEnergy):
         return jnp.dot(self.features(state), self.memory)
 
     def __call__(self, state: Float[Array, " N"], params=None) -> Float[Array, ""]:
-        """The approximate energy - (1/beta) log(Phi(sqrt(beta) v) . T) (F2): a `jamem` energy
+        """The approximate energy - (1/beta) log(Phi(sqrt(beta) v) . T) (arXiv:2410.24153): a `jamem` energy
         whose parameters are its own (`params` is unused), so `jamem.retrieve(rf, v)` descends it."""
         del params
         total = self.kernel_sum(state)

@@ -1,13 +1,13 @@
 """The general two-layer associative memory of Krotov & Hopfield 2020 ("Large Associative Memory
-Problem in Neurobiology and Machine Learning", arXiv:2008.06996; REFERENCE C1-C5).
+Problem in Neurobiology and Machine Learning", arXiv:2008.06996).
 
 Feature neurons v (N of them) and hidden neurons h (K of them) each have a Lagrangian, L_v and
 L_h (`jamem.lagrangians`), whose gradients are the activations g = grad L_v(v), f = grad L_h(h).
-The memories Xi (K x N) are the symmetric synapses between the layers. The dynamics (C1) are
+The memories Xi (K x N) are the symmetric synapses between the layers. The dynamics (arXiv:2008.06996) are
 
     tau_v dv/dt = Xi^T f - v + I,        tau_h dh/dt = Xi g - h,
 
-I being an optional external input to the feature neurons, and the energy (C2)
+I being an optional external input to the feature neurons, and the energy (arXiv:2008.06996)
 
     E(v, h) = [ (v - I) . g - L_v(v) ] + [ h . f - L_h(h) ] - f . Xi g
 
@@ -18,12 +18,12 @@ Hessians are positive semi-definite. `simulate` integrates the dynamics with exp
 In the limit of fast hidden neurons (tau_h -> 0, allowed here as `tau_h=0`) the hidden layer sits
 at h = Xi g(v) and the energy becomes a one-layer energy of v:
 
-- model A (C3): L_v = sum |v| (g = Sign v), L_h = sum_mu F(h_mu): E = - sum_mu F(xi^mu . Sign v),
+- model A (arXiv:2008.06996): L_v = sum |v| (g = Sign v), L_h = sum_mu F(h_mu): E = - sum_mu F(xi^mu . Sign v),
   the Dense Associative Memory of Krotov & Hopfield 2016;
-- model B (C4): L_v = 1/2 |v|^2, L_h = (1/beta) log sum exp(beta h): E = 1/2 |v|^2 -
+- model B (arXiv:2008.06996): L_v = 1/2 |v|^2, L_h = (1/beta) log sum exp(beta h): E = 1/2 |v|^2 -
   (1/beta) log sum_mu exp(beta xi^mu . v), the modern Hopfield network; an Euler step with
   dt = tau_v is v <- Xi^T softmax(beta Xi v) (Ramsauer et al. 2020);
-- model C (C5): L_v = |v| (g = v / |v|), L_h = sum_mu F(h_mu): E = - sum_mu F(xi^mu . v / |v|).
+- model C (arXiv:2008.06996): L_v = |v| (g = v / |v|), L_h = sum_mu F(h_mu): E = - sum_mu F(xi^mu . v / |v|).
 
 `model_a`, `model_b` and `model_c` build these configurations.
 """
@@ -42,7 +42,7 @@ from ..core.lagrangians import AbstractLagrangian, Identity, RectifiedPower, Sof
 
 
 class AbsoluteValue(AbstractLagrangian):
-    """L(x) = sum_i |x_i|, g(x) = Sign(x) (0 at x = 0): the feature Lagrangian of model A (C3).
+    """L(x) = sum_i |x_i|, g(x) = Sign(x) (0 at x = 0): the feature Lagrangian of model A (arXiv:2008.06996).
 
     Convex; its Hessian vanishes away from 0, so the neuron energy x . g - L is identically 0 and
     the energy of model A depends on v only through Sign(v)."""
@@ -64,7 +64,7 @@ def _check_lagrangian(lagrangian, *, name):
 
 
 class TwoLayerNetwork(eqx.Module):
-    """Feature and hidden neurons with Lagrangians and time constants (C1-C2). Acts on one state
+    """Feature and hidden neurons with Lagrangians and time constants (arXiv:2008.06996). Acts on one state
     (v, h); batch with `jax.vmap`.
 
     Args:
@@ -93,7 +93,7 @@ class TwoLayerNetwork(eqx.Module):
         memories: Float[Array, "K N"],
         external: Float[Array, " N"] | None = None,
     ) -> Float[Array, ""]:
-        """E = [(v - I) . g - L_v(v)] + [h . f - L_h(h)] - f . Xi g (C2)."""
+        """E = [(v - I) . g - L_v(v)] + [h . f - L_h(h)] - f . Xi g (arXiv:2008.06996)."""
         g = self.feature.activation(v)
         f = self.hidden.activation(h)
         shifted = v if external is None else v - external
@@ -109,7 +109,7 @@ class TwoLayerNetwork(eqx.Module):
         self, v: Float[Array, " N"], memories: Float[Array, "K N"], external: Float[Array, " N"] | None = None
     ) -> Float[Array, ""]:
         """The energy with the hidden neurons at equilibrium, E(v, Xi g(v)): the one-layer energy
-        of the fast-hidden limit (C3-C5)."""
+        of the fast-hidden limit (arXiv:2008.06996)."""
         return self.energy(v, self.hidden_equilibrium(v, memories), memories, external)
 
     def velocity(
@@ -119,7 +119,7 @@ class TwoLayerNetwork(eqx.Module):
         memories: Float[Array, "K N"],
         external: Float[Array, " N"] | None = None,
     ) -> tuple[Float[Array, " N"], Float[Array, " K"]]:
-        """(dv/dt, dh/dt) = ((Xi^T f - v + I) / tau_v, (Xi g - h) / tau_h) (C1); dh/dt is 0 when
+        """(dv/dt, dh/dt) = ((Xi^T f - v + I) / tau_v, (Xi g - h) / tau_h) (arXiv:2008.06996); dh/dt is 0 when
         tau_h = 0 (h is then kept at Xi g by `simulate`)."""
         drive = memories.T @ self.hidden.activation(h) - v
         if external is not None:
@@ -130,7 +130,7 @@ class TwoLayerNetwork(eqx.Module):
 
 
 def model_a(hidden: AbstractLagrangian | None = None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
-    """Model A (C3): L_v = sum |v| (g = Sign v), L_h = sum_mu F(h_mu). With tau_h = 0 the energy
+    """Model A (arXiv:2008.06996): L_v = sum |v| (g = Sign v), L_h = sum_mu F(h_mu). With tau_h = 0 the energy
     is the Dense Associative Memory energy - sum_mu F(xi^mu . Sign v) (Krotov & Hopfield 2016).
 
     Args:
@@ -143,14 +143,14 @@ def model_a(hidden: AbstractLagrangian | None = None, *, tau_v: float = 1.0, tau
 
 
 def model_b(beta: float = 1.0, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
-    """Model B (C4): L_v = 1/2 |v|^2, L_h = (1/beta) log sum exp(beta h). With tau_h = 0 the
+    """Model B (arXiv:2008.06996): L_v = 1/2 |v|^2, L_h = (1/beta) log sum exp(beta h). With tau_h = 0 the
     energy is 1/2 |v|^2 - (1/beta) log sum_mu exp(beta xi^mu . v) (`jamem.LogSumExpEnergy`) and an
     Euler step with dt = tau_v is the modern Hopfield update v <- Xi^T softmax(beta Xi v)."""
     return TwoLayerNetwork(Identity(), Softmax(beta), tau_v=tau_v, tau_h=tau_h)
 
 
 def model_c(hidden: AbstractLagrangian | None = None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
-    """Model C (C5): L_v = |v| (g = v / |v|), L_h = sum_mu F(h_mu). With tau_h = 0 the energy is
+    """Model C (arXiv:2008.06996): L_v = |v| (g = v / |v|), L_h = sum_mu F(h_mu). With tau_h = 0 the energy is
     - sum_mu F(xi^mu . v / |v|).
 
     Args:
@@ -163,8 +163,8 @@ def model_c(hidden: AbstractLagrangian | None = None, *, tau_v: float = 1.0, tau
 class TwoLayerFlow(AbstractEnergy):
     """The two-layer network as a `jamem` energy for `retrieve`: the state is (v, h) (v alone when
     tau_h = 0, h then sitting at Xi g(v)), `params` the memories Xi, and the velocity is the
-    dynamics (C1), so `retrieve(TwoLayerFlow(network), (v0, h0), memories, solver=EulerFlow(dt))`
-    runs the network. The energy decreases along it (C2)."""
+    dynamics (arXiv:2008.06996), so `retrieve(TwoLayerFlow(network), (v0, h0), memories, solver=EulerFlow(dt))`
+    runs the network. The energy decreases along it (arXiv:2008.06996)."""
 
     network: TwoLayerNetwork
     external: Float[Array, " N"] | None = None
@@ -194,7 +194,7 @@ def simulate(
     external: Float[Array, " N"] | None = None,
     save_every: int = 1,
 ) -> Solution:
-    """Integrate the two-layer dynamics (C1) with explicit Euler through `jamem.retrieve`,
+    """Integrate the two-layer dynamics (arXiv:2008.06996) with explicit Euler through `jamem.retrieve`,
 
         v <- v + (dt / tau_v) (Xi^T f(h) - v + I),    h <- h + (dt / tau_h) (Xi g(v) - h),
 

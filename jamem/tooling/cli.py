@@ -141,8 +141,9 @@ def _mnist(args) -> int:
             f"{config['epochs']} epochs; {args.dataset} test error {100 * summary['test_error']:.2f}% (recorded at "
             f"the last epoch: {_percent(summary['final_error'])})"
         )
+        voting = 100 * summary["fraction_of_memories_voting_for_one_class"]
         print(
-            f"A15: {100 * summary['fraction_of_memories_voting_for_one_class']:.1f}% of memories vote for one class; "
+            f"prototypes: {voting:.1f}% of memories vote for one class; "
             f"{summary['images_with_second_ratio_below_0.9']} of {len(summary['second_ratio'])} test images have no "
             f"second memory above 0.9 of the largest contribution"
         )
@@ -243,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="default: the schedule's (3000 paper, 400 compressed)")
     p.add_argument("--memories", type=int, help="K (default 2000)")
     p.add_argument("--batch-size", type=int, help="minibatch (default 1000)")
-    p.add_argument("--learning-rate", type=float, help="eps0 of A11 (preset default)")
-    p.add_argument("--momentum", type=float, help="p of A11 (default 0.9)")
+    p.add_argument("--learning-rate", type=float, help="eps0 of App. A (preset default)")
+    p.add_argument("--momentum", type=float, help="p of App. A (default 0.9)")
     p.add_argument("--ramp-epochs", type=int, help="epochs of the temperature ramp (default: the schedule's)")
     p.add_argument("--seed", type=int)
     p.add_argument("--quick", action="store_true", help="K = 400, 10 epochs, faster schedule: minutes on a CPU")
@@ -256,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=1, help="evaluate every this many epochs (and the last)")
     p.add_argument("--source", choices=["auto", "tfds", "idx"], default="auto", help="jamem.data.load's source")
-    p.add_argument("--evaluate", metavar="CKPT", help="print a saved model's test error and A15 statistics")
+    p.add_argument(
+        "--evaluate",
+        metavar="CKPT",
+        help="print a saved model's test error and feature-to-prototype statistics (arXiv:1606.01164, Figs. 2, 4)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_mnist)
 
@@ -290,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the table to this CSV file")
     p.set_defaults(run=_capacity)
 
-    p = sub.add_parser("xor", help="the XOR readout of section 3 (A7), by exact enumeration")
+    p = sub.add_parser("xor", help="the XOR readout of section 3 (arXiv:1606.01164, sec. 3), by exact enumeration")
     p.add_argument("--max-degree", type=_positive_int, default=6)
     p.add_argument("--json", help="write the table to this JSON file")
     p.set_defaults(run=_xor)

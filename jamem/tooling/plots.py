@@ -46,7 +46,7 @@ def plot_overlap_histograms(rows: list[dict], path) -> Path:
 
 
 def plot_k_half(k_halves: list[dict], path) -> Path:
-    """Appendix B (b): K_1/2 against N beside the perfect-recall formula (A5)."""
+    """Appendix B (b): K_1/2 against N beside the perfect-recall formula (arXiv:1606.01164, sec. 2)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     for kind, marker in (("power", "o"), ("rectified", "s")):
@@ -55,7 +55,7 @@ def plot_k_half(k_halves: list[dict], path) -> Path:
             ax.plot(*zip(*pts), marker=marker, ls="-", label=f"K_1/2, {kind} F")
     dims = sorted({r["dim"] for r in k_halves})
     theory = sorted((r["dim"], r["theory_a5"]) for r in k_halves if r["kind"] == k_halves[0]["kind"])
-    ax.plot(*zip(*theory), "k--", label="A5: N^(n-1) / (2 (2n-3)!! ln N)")
+    ax.plot(*zip(*theory), "k--", label="perfect recall (arXiv:1606.01164): N^(n-1) / (2 (2n-3)!! ln N)")
     ax.set_xlabel("N")
     ax.set_ylabel("K")
     ax.set_title(f"n = {k_halves[0]['degree']}")
@@ -107,7 +107,8 @@ def plot_memory_grid(memories, path, *, rows: int = 10, cols: int = 10, title: s
 
 
 def plot_prototype_stats(stats: dict[str, dict], path) -> Path:
-    """A15: classes per memory and second/largest contribution ratio, one row per model."""
+    """The feature-to-prototype statistics (arXiv:1606.01164, Figs. 2, 4): classes per memory and
+    second/largest contribution ratio, one row per model."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(stats), 2, figsize=(8, 2.2 * len(stats)), squeeze=False)
     for (label, s), (left, right) in zip(stats.items(), axes):
