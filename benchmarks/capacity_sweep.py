@@ -1,5 +1,5 @@
 """Capacity sweep speed: jamem's vmap-batched, jit-compiled sweep against a straightforward
-per-trial NumPy loop of the same algorithm (asynchronous rule A2, sequential order, random
+per-trial NumPy loop of the same algorithm (the asynchronous rule, arXiv:1606.01164 eq. 3, sequential order, random
 starts run until a sweep flips nothing), on the same grid, in one run.
 
     python benchmarks/capacity_sweep.py            # Appendix-B sizes: N = 100, K = 200..1600, n = 3

@@ -1,10 +1,10 @@
 """MNIST epoch time: jamem's training epoch against a faithful NumPy form of the original algorithm
-(Krotov & Hopfield 2016, App. A: the minibatch tiled once per class, A8 note), in one run.
+(Krotov & Hopfield 2016, arXiv:1606.01164, App. A: the minibatch tiled once per class), in one run.
 
     python benchmarks/mnist_epoch.py                 # K = 2000, n = 3, minibatch 1000, 60k images
     python benchmarks/mnist_epoch.py --quick         # K = 400, 10k images
 
-Both sides run the same update (A10 loss with m = 3, A11 momentum, per-memory max-normalisation,
+Both sides run the same update (the power loss with m = 3, momentum, per-memory max-normalisation,
 clip) on the same data; before timing, their gradients are checked to agree. jamem's epoch is
 also set against its floor, the bare matmuls of the epoch's shapes timed in the same run, with a
 breakdown of the rest (`epoch_breakdown`, also used by benchmarks/accelerator.py). Each side runs
@@ -73,7 +73,7 @@ def epoch_breakdown(images, labels, test_images, *, num_memories: int, repeats: 
     costs count as in the epoch: the two bare matmuls per minibatch (the floor: forward
     (B, N) x (N, K) and the memories' gradient (K, B) x (B, N)); the forward pass (matmul and class
     gaps); forward and backward; and the whole epoch (with the shuffle, the minibatch gather and
-    the A11 optimiser); plus one evaluation of the test set, which `fit` runs after every epoch.
+    the optimiser of arXiv:1606.01164, App. A); plus one evaluation of the test set, which `fit` runs after every epoch.
     """
     batch, temperature = 1000, jnp.float32(300.0 if degree < 10 else 600.0)
     model = DenseAMClassifier(num_memories=num_memories, degree=degree, key=jax.random.key(0))

@@ -1,11 +1,12 @@
-"""Adversarial robustness of DenseAM classifiers across n (Krotov & Hopfield 2017; B1-B3).
+"""Adversarial robustness of DenseAM classifiers across n (Krotov & Hopfield 2017; arXiv:1701.00939).
 
     python experiments/adversarial.py --models results/mnist_k400 --degrees 2,3,8,20,30
 
 Loads the trained classifiers `<models>/mnist_n<n>.eqx` (or `.ckpt`; from
 `experiments/mnist_dam.py` or `jamem mnist`), trains the ReLU MLP baseline, then:
-- the paper's attack (B1, untargeted, until the label flips) on test images each generating model
-  classifies correctly; the transfer matrix of misclassification rates (B3) as JSON and heatmap;
+- the paper's attack (arXiv:1701.00939, untargeted, until the label flips) on test images each
+  generating model classifies correctly; the transfer matrix of misclassification rates (the
+  talk slides) as JSON and heatmap;
 - PGD robust accuracy against epsilon for every model (on the margin loss: PGD on the training
   loss is partly gradient-masked at high n, see `experiments/gradient_masking.py`);
 - original / adversarial / difference images, and rubbish images descended from noise.

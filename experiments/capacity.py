@@ -1,10 +1,10 @@
-"""Appendix B of Krotov & Hopfield 2016 (REFERENCE A5, A6, A7): capacity of the DenseAM.
+"""Appendix B of Krotov & Hopfield 2016 (arXiv:1606.01164, sec. 2, App. B and sec. 3): capacity of the DenseAM.
 
 (a) N = 100, K = 2000 random memories, 10,000 random starts run to convergence under the
     asynchronous rule, n = 2..5, power and rectified F: histogram of the final overlap with the
     closest memory.
 (b) K_1/2 against N for n = 3 (power and rectified): for each (N, K), 1000 random starts; K_1/2 is
-    where half of them end exactly on a stored memory; compared with A5.
+    where half of them end exactly on a stored memory; compared with the perfect-recall formula of sec. 2.
 (c) XOR by exact enumeration for n = 1..6.
 
 Writes results/capacity_appendix_b.json and PNG plots. Usage:
@@ -88,7 +88,7 @@ def part_b(key, *, dims, degree, factors, num_sets, starts_per_set):
             k_halves.append(
                 dict(kind=kind, dim=dim, degree=degree, k_half=kh, theory_a5=theory, ratio_to_a5=kh / theory)
             )
-            print(f"(b) {kind:9s} N={dim}: K_1/2 = {kh:.0f} (A5 {theory:.0f}, ratio {kh / theory:.2f})", flush=True)
+            print(f"(b) {kind:9s} N={dim}: K_1/2 = {kh:.0f} (theory {theory:.0f}, ratio {kh / theory:.2f})", flush=True)
     return rows, k_halves
 
 

@@ -1,9 +1,9 @@
 """Energy Transformer on masked-patch reconstruction of MNIST (Hoover et al. 2023,
-arXiv:2302.07253; REFERENCE E1-E3).
+arXiv:2302.07253).
 
 A `MaskedPatchET` (7 x 7 patches -> 16 tokens of dimension D = 64, 4 heads, 128 ReLU Hopfield
 memories, 12 steps of x <- x - 0.1 dE/dg) is trained with AdamW, a warmup-cosine learning-rate
-schedule and gradient clipping at 1.0 (E3) to fill in masked patches; the loss is the pixel MSE on
+schedule and gradient clipping at 1.0 (arXiv:2302.07253) to fill in masked patches; the loss is the pixel MSE on
 the masked patches only (4 of the 16 patches hidden per image by default). Every batch draws
 fresh random masks.
 
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_optimizer(*, peak_lr, total_steps, warmup_steps, weight_decay, clip):
-    """AdamW with a linear-warmup cosine schedule and global-norm clipping (E3)."""
+    """AdamW with a linear-warmup cosine schedule and global-norm clipping (arXiv:2302.07253)."""
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps, decay_steps=total_steps, end_value=0.0
     )
@@ -245,7 +245,8 @@ def main(argv=None):
     if args.quick and args.out is None:
         return trained
     payload = dict(
-        description="Energy Transformer (E1-E3), masked-patch reconstruction; metrics on held-out test images "
+        description="Energy Transformer (arXiv:2302.07253), masked-patch reconstruction; metrics on held-out "
+        "test images "
         "with fixed random masks. Energy tolerance: a step counts as a rise if E_{t+1} - E_t > "
         "rel |E_t| + abs.",
         dataset=args.dataset,
@@ -253,7 +254,7 @@ def main(argv=None):
             vars(args),
             num_patches=model.num_patches,
             attention_beta=model.block.beta,
-            attention_sum="over all B (REFERENCE E2), self-pairs included",
+            attention_sum="over all B (the paper's form), self-pairs included",
             layer_norm="g = (x - mean) / sqrt(var + 1e-5) + delta, gamma = 1 fixed, delta learned",
             optimizer="clip_by_global_norm -> adamw, warmup_cosine_decay_schedule",
             total_steps=total_steps,

@@ -1,4 +1,4 @@
-"""Epanechnikov (log-sum-ReLU) energy (Hoover et al. 2025, arXiv:2506.10801; REFERENCE G1-G2):
+"""Epanechnikov (log-sum-ReLU) energy (Hoover et al. 2025, arXiv:2506.10801):
 
     E(q) = - (1/beta) log( sum_mu ReLU(1 - beta/2 |q - xi^mu|^2) + eps ).
 
@@ -7,7 +7,7 @@ Each memory's kernel has compact support, a ball of radius r = sqrt(2 / beta).
 (a) Exact retrieval at finite beta: random memories in N = 32 dimensions, starts at distance
     0.4 r from a memory, gradient descent to convergence. When no other memory lies inside a
     memory's support (r below the smallest pairwise distance) the start lands on the memory to
-    float32 precision; the Gaussian-kernel log-sum-exp energy (F1) at the same beta is biased
+    float32 precision; the Gaussian-kernel log-sum-exp energy (arXiv:2410.24153) at the same beta is biased
     towards the other memories. As beta falls and the supports start to overlap, exactness is lost.
 (b) Emergent minima in 2-D: K memories closer than 2r but farther than r apart (each an exact
     minimum, overlapping supports). The minima are counted three ways: strict local minima of E

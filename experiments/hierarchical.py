@@ -1,5 +1,5 @@
 """Pattern completion of masked MNIST digits with a hierarchical associative memory
-(Krotov 2021, arXiv:2107.06446; REFERENCE D1; `jamem.hierarchical`).
+(Krotov 2021, arXiv:2107.06446; `jamem.hierarchical`).
 
 Network (default `--arch conv`): visible pixels (784, identity Lagrangian, so g = pixel value)
 -conv 5x5 stride 2-> 16 x 12 x 12 feature maps (tanh Lagrangian) -dense-> 100 hidden units

@@ -1,4 +1,4 @@
-"""The MNIST classifiers of Krotov & Hopfield 2016 (A8-A15) for several n, side by side.
+"""The MNIST classifiers of Krotov & Hopfield 2016 (arXiv:1606.01164, eq. 9) for several n, side by side.
 
     python experiments/mnist_dam.py --degrees 2,3,20,30 --memories 400 --epochs 40 --out results/mnist_k400
     python experiments/mnist_dam.py --aggregate-only --out results/mnist_cpu     # plots from finished runs
@@ -9,7 +9,7 @@
 
 Each degree is one `jamem mnist` run (`jamem.mnist.run`, resumable, its own JSON, checkpoint and
 memory grid); then `<out>/summary.json`, `<out>/error_curves.png` (Fig. 1B style) and
-`<out>/prototype_stats.png` (A15) compare them. All degrees share every setting but n and the
+`<out>/prototype_stats.png` (arXiv:1606.01164, Figs. 2, 4) compare them. All degrees share every setting but n and the
 preset's temperature and loss power.
 """
 
@@ -33,7 +33,9 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=None, help="default: each preset's")
     parser.add_argument("--momentum", type=float, default=None, help="default: the preset's 0.9")
     parser.add_argument("--ramp-epochs", type=int, default=None, help="default: the schedule's")
-    parser.add_argument("--validation", action="store_true", help="train on 50k, report on the held-out 10k (A13)")
+    parser.add_argument(
+        "--validation", action="store_true", help="train on 50k, report on the held-out 10k (arXiv:1606.01164, App. A)"
+    )
     parser.add_argument("--eval-every", type=int, default=1)
     parser.add_argument("--source", choices=["auto", "tfds", "idx"], default="auto")
     parser.add_argument("--data-dir", default=None)

@@ -1,10 +1,10 @@
-"""Modern Hopfield networks (Ramsauer et al. 2020, arXiv:2008.02217; REFERENCE I1-I2, C4).
+"""Modern Hopfield networks (Ramsauer et al. 2020, arXiv:2008.02217).
 
 (a) The update x <- Xi^T softmax(beta Xi x) is one gradient step of size 1 on the log-sum-exp
     energy E(x) = -(1/beta) log sum_mu exp(beta xi^mu . x) + 1/2 x . x (`jamem.LogSumExpEnergy`
     with `jamem.GradientDescent(1.0)`): the largest difference between the two over random
     queries, and the energy along repeated updates (CCCP: it never increases).
-(b) One-step retrieval error against separation (I2): for a memory xi_i with
+(b) One-step retrieval error against separation (arXiv:2008.02217): for a memory xi_i with
     Delta_i = xi_i . xi_i - max_{j != i} xi_i . xi_j, the error |x_1 - xi_i| after one update
     from x_0 = xi_i (and from a perturbed start) decays like exp(-beta Delta_i). Random memory
     sets of varying scale give a spread of Delta; the slope of log(error) against Delta is fitted
@@ -183,7 +183,7 @@ def plot(results, path):
         )
     ax.set_xlabel("separation Delta_i")
     ax.set_ylabel("one-step error |x_1 - xi_i|")
-    ax.set_title("Modern Hopfield one-step retrieval (I2)")
+    ax.set_title("Modern Hopfield one-step retrieval (arXiv:2008.02217)")
     ax.legend(fontsize=8)
     save_figure(fig, path)
 

@@ -1,11 +1,11 @@
-"""DrDAM (Hoover et al. NeurIPS 2024, arXiv:2410.24153; REFERENCE F1-F3): how well random
+"""DrDAM (Hoover et al. NeurIPS 2024, arXiv:2410.24153): how well random
 features approximate the Gaussian-kernel energy, and whether retrieval with the approximate
 gradient reaches the same memory as retrieval with the exact one.
 
 (a) Error against Y: mean |E_approx(v) - E(v)| and mean |grad E_approx(v) - grad E(v)| over
     queries near the memories and several feature seeds, for Y = 16 .. 16384, both feature maps;
-    the log-log slope is fitted (F3: about -0.5).
-(b) Error against beta and N at fixed Y (F3: it grows with both).
+    the log-log slope is fitted (arXiv:2410.24153: about -0.5).
+(b) Error against beta and N at fixed Y (arXiv:2410.24153: it grows with both).
 (c) Retrieval: from starts near a memory, gradient descent on the exact energy and on the
     approximate one (same step size and number of steps); the rate at which both end closest to
     the same memory, against Y.

@@ -48,7 +48,7 @@ cells = [
         "    print(f\"n = {n}: test error {100 * history.rows[-1]['test_error']:.1f}%\")"
     ),
     md(
-        "## The attack (B1)\n\n"
+        "## The attack (arXiv:1701.00939)\n\n"
         "Normalised gradient steps on the pixels (each pixel moves at most `step_size` per step), "
         "weights frozen, until the label flips. The loss is the training loss in log form, so a "
         "confident (saturated) model still has a gradient."
@@ -74,7 +74,7 @@ cells = [
         "        row[3 * i + 1].set_title(f'-> {int(pred[i])}', fontsize=8)\n"
         "    row[0].set_title(name, loc='left', fontsize=8)"
     ),
-    md("## Transfer matrix (B3): fraction of the images made on one model that the other misclassifies"),
+    md("## Transfer matrix (arXiv:1701.00939, talk slides): fraction of the images made on one model that the other misclassifies"),
     code(
         "predictors = {name: (lambda z, f=scores: jnp.argmax(f(z), -1)) for name, (scores, _) in models.items()}\n"
         "matrix = adv.transfer_matrix(made, predictors)\n"

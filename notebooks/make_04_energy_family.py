@@ -72,7 +72,7 @@ print(f"K = {K} memories of N = {N} neurons; query overlap with the target {over
 Each retrieval is one `jax.jit`-compiled call. `retrieve` takes any energy `E(state, memories)`,
 so the random-feature memory (which stores the memories as one feature vector T and never looks
 at them again) enters as `lambda x, _: rf(x)`; its gradient is the gradient of the *approximate*
-energy. Model B runs the two-layer dynamics (C1) with hidden time constant tau_h = 0.5 and records
+energy. Model B runs the two-layer dynamics (arXiv:2008.06996) with hidden time constant tau_h = 0.5 and records
 the two-layer energy E(v, h)."""),
     new_code_cell("""\
 rf_features = 8192 if SMALL else 16384
@@ -120,7 +120,7 @@ plt.show()"""),
 
 `MaskedPatchET` cuts a digit into 16 patches of 7 x 7, replaces the masked ones by a learned mask
 token, runs the Energy Transformer's gradient descent on its energy (attention + Hopfield terms)
-for 12 steps, and decodes the final tokens back to pixels (E1-E3). It is trained with Adam on the
+for 12 steps, and decodes the final tokens back to pixels (arXiv:2302.07253). It is trained with Adam on the
 pixel MSE of the masked patches (4 of 16 hidden, fresh random masks every batch). With `SMALL` it
 trains for about a hundred steps only: compare with the mean-patch baseline (every masked patch
 guessed as the mean training patch there); `SMALL = False` trains far longer."""),

@@ -1,4 +1,4 @@
-"""Attacks: the B1 descent, FGSM, PGD, rubbish images, the transfer matrix."""
+"""Attacks: the descent of arXiv:1701.00939, FGSM, PGD, rubbish images, the transfer matrix."""
 
 import jax
 import jax.numpy as jnp

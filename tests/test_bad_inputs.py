@@ -183,7 +183,7 @@ def test_capacity_theory_at_any_degree():
     assert cap.bit_error_probability(784, 5, 300) == 0.0
     assert cap.small_error_alpha(200) == 0.0  # 0.146 / 397!! is below 1e-308
     assert 1e140 < cap.small_error_capacity(784, 200) < float("inf")
-    np.testing.assert_allclose(cap.perfect_recall_capacity(100, 3), 362, rtol=1e-3)  # A5
+    np.testing.assert_allclose(cap.perfect_recall_capacity(100, 3), 362, rtol=1e-3)  # arXiv:1606.01164, sec. 2
     with pytest.raises(ValueError, match="degree"):
         cap.perfect_recall_capacity(100, 1)
 

@@ -32,8 +32,8 @@ def test_bit_error_probability_formula_and_monotonicity():
 
 @pytest.mark.parametrize("degree,dim,k", [(2, 200, 40), (3, 60, 200)])
 def test_bit_error_rate_matches_a3(key, degree, dim, k):
-    """A3 against measurement: the fraction of bits of stored memories that the async rule
-    would flip (sign of the energy gap against the bit), averaged over memories and bits."""
+    """The bit-error probability of arXiv:1606.01164 sec. 2 against measurement: the fraction of
+    bits of stored memories that the async rule would flip (sign of the energy gap against the bit), averaged over memories and bits."""
     xi = np.asarray(cap.random_patterns(key, num_patterns=k, dim=dim), np.float64)
     h = xi @ xi.T  # h[nu, mu] = xi^mu . xi^nu
     unstable = 0
@@ -49,7 +49,7 @@ def test_xor_by_enumeration():
     for n in range(1, 8):
         assert cap.solves_xor(jm.Power(n)) == (n % 2 == 1 and n >= 3)
         assert cap.solves_xor(jm.RectifiedPower(n)) == (n >= 2)
-    # the worked numbers of A7: rectified, x = y = +1
+    # the worked numbers of arXiv:1606.01164, sec. 3: rectified, x = y = +1
     assert cap.xor_readout(jm.RectifiedPower(2), 1.0, 1.0)[1] == pytest.approx(-9 - (-3))
     assert cap.xor_readout(jm.RectifiedPower(3), 1.0, 1.0)[1] == pytest.approx(-27 - (-3))
 
@@ -84,7 +84,8 @@ def test_k_half_interpolation():
 
 
 def test_small_k_half_reproduction(key):
-    """A6(b) at N = 100, n = 3: power K_1/2 within 15% of A5 (362); rectified at or above power."""
+    """App. B (b) at N = 100, n = 3: power K_1/2 within 15% of the formula of sec. 2 (362);
+    rectified at or above power."""
     ks = [250, 350, 450, 550]
     result = {}
     for kind in ("power", "rectified"):

@@ -69,7 +69,7 @@ def test_mnist_evaluate_reports_the_saved_models_error(small_mnist_run, cache, c
     assert main(["mnist", "--evaluate", str(path), "--data-dir", str(SHARED_DATA)]) == 0
     out = capsys.readouterr().out
     final = history.rows[-1]["test_error"]
-    assert f"test error {100 * final:.2f}%" in out and "A15" in out
+    assert f"test error {100 * final:.2f}%" in out and "prototypes:" in out
     summary = mnist.evaluate(path, data_dir=str(SHARED_DATA))
     assert summary["test_error"] == pytest.approx(final, abs=1e-6)  # recomputed, not read back
 

@@ -95,7 +95,7 @@ def test_async_fast_path_equals_brute_force(seed, degree, dim, k):
 
 
 def test_async_matches_literal_rule(key):
-    """A2 written out literally in numpy, one neuron at a time."""
+    """The asynchronous rule (arXiv:1606.01164, eq. 3) written out literally in numpy, one neuron at a time."""
     xi = np.asarray(_binary(key, (25, 15)), np.float64)
     sigma = np.asarray(_binary(jax.random.key(3), (15,)), np.float64)
     out = np.asarray(

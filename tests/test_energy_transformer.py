@@ -44,7 +44,7 @@ def _with_learned_delta(block, seed):
 
 @pytest.mark.parametrize(("hopfield", "exclude_self"), [("relu", False), ("softmax", True)])
 def test_energy_never_increases_along_the_dynamics(hopfield, exclude_self):
-    """E(g(x_t)) is non-increasing for small alpha (the continuous flow has dE/dt <= 0, E1-E2),
+    """E(g(x_t)) is non-increasing for small alpha (the continuous flow has dE/dt <= 0, arXiv:2302.07253),
     while ascending the same gradient raises it: the check can fail."""
     block = _with_learned_delta(_block(1, hopfield=hopfield, exclude_self=exclude_self), 2)
     xs = jax.vmap(lambda k: 2.0 * jax.random.normal(k, (5, DIM)))(jax.random.split(jax.random.key(3), 8))

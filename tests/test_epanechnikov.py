@@ -13,7 +13,7 @@ def _separated(key, k=5, n=8, min_dist=1.5):
 
 
 def test_retrieval_near_a_well_separated_memory_is_exact(key):
-    """G2: with the support radius sqrt(2 / beta) below the smallest memory distance, descent from
+    """arXiv:2506.10801: with the support radius sqrt(2 / beta) below the smallest memory distance, descent from
     near a memory lands on it (to float32 precision); the Gaussian LSE energy at the same beta
     is pulled off it by the other memories."""
     xi = _separated(key)
@@ -40,7 +40,7 @@ def test_retrieval_near_a_well_separated_memory_is_exact(key):
 
 
 def test_overlapping_supports_create_an_emergent_minimum():
-    """G2: two memories 1.5 r apart (supports overlap) give three minima: both memories and the
+    """arXiv:2506.10801: two memories 1.5 r apart (supports overlap) give three minima: both memories and the
     midpoint, which descent from there keeps."""
     beta = 2.0  # r = 1
     xi = jnp.array([[0.0, 0.0], [1.5, 0.0]])

@@ -19,7 +19,7 @@ def _conv_net(key):
 
 
 def test_two_dense_layers_are_the_two_layer_network():
-    """Identity features + softmax hidden joined by Xi is model B (C4): same energy, same trajectory."""
+    """Identity features + softmax hidden joined by Xi is model B (arXiv:2008.06996): same energy, same trajectory."""
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
     xi = jax.random.normal(k1, (6, 9)) / 3.0
     v0, h0 = jax.random.normal(k2, (9,)), jax.random.normal(k3, (6,))
@@ -37,7 +37,7 @@ def test_two_dense_layers_are_the_two_layer_network():
 
 
 def test_conv_network_energy_descends_clamps_and_batches():
-    """D1: dE/dt <= 0 along the dynamics of a conv + dense network (jit + vmap over a batch),
+    """arXiv:2107.06446: dE/dt <= 0 along the dynamics of a conv + dense network (jit + vmap over a batch),
     with the top half of the image clamped; the feedback of a conv synapse is its transpose."""
     net = _conv_net(jax.random.key(1))
     images = jax.random.normal(jax.random.key(2), (2, 36))

@@ -38,7 +38,7 @@ def _derivatives(lag, xs):
 
 @pytest.mark.parametrize("name", sorted(LAGRANGIANS))
 def test_activation_convexity_and_legendre_identity(name):
-    """g = grad L; Hess L is positive semi-definite (the condition for dE/dt <= 0, C2); and
+    """g = grad L; Hess L is positive semi-definite (the condition for dE/dt <= 0, arXiv:2008.06996); and
     grad_x [x . g(x) - L(x)] = Hess L(x) @ x (the Legendre identity)."""
     lag = LAGRANGIANS[name]
     xs = _samples(1)
@@ -115,7 +115,7 @@ def test_legendre_energy_values():
 
 
 def test_model_b_energy_is_the_modern_hopfield_energy(key):
-    """C4: with L_v = 1/2 |v|^2, L_h = lse and h at its fixed point Xi v, the two-layer energy
+    """Model B of arXiv:2008.06996: with L_v = 1/2 |v|^2, L_h = lse and h at its fixed point Xi v, the two-layer energy
     [v . g - L_v] + [h . f - L_h] - f . Xi g equals the LogSumExpEnergy."""
     xi = jax.random.normal(key, (5, 8))
     v = jax.random.normal(jax.random.key(1), (8,))

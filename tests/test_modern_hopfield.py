@@ -6,7 +6,8 @@ import jamem as jm
 
 
 def test_softmax_update_is_one_gradient_step_on_lse_energy(key):
-    """I1/C4: x - grad E(x) = Xi^T softmax(beta Xi x), through `retrieve` with step size 1."""
+    """Ramsauer et al. 2020 (arXiv:2008.02217): x - grad E(x) = Xi^T softmax(beta Xi x), through
+    `retrieve` with step size 1."""
     xi = jax.random.normal(key, (12, 16))
     xs = jax.random.normal(jax.random.key(1), (5, 16))
     betas = (0.3, 1.0, 8.0)
@@ -29,7 +30,7 @@ def test_softmax_update_is_one_gradient_step_on_lse_energy(key):
 
 
 def test_repeated_updates_never_increase_the_energy(key):
-    """CCCP (I1): the energy along x <- Xi^T softmax(beta Xi x) is non-increasing."""
+    """CCCP (arXiv:2008.02217): the energy along x <- Xi^T softmax(beta Xi x) is non-increasing."""
     xi = jax.random.normal(key, (20, 10))
     x0 = 3.0 * jax.random.normal(jax.random.key(2), (10,))
     run = jax.jit(
@@ -50,7 +51,7 @@ def _two_memories(delta, radius):
 
 
 def test_one_step_error_decays_like_exp_minus_beta_delta():
-    """I2: the error of one update started at xi_1 falls with Delta, with log-slope near -beta."""
+    """arXiv:2008.02217: the error of one update started at xi_1 falls with Delta, with log-slope near -beta."""
     beta, radius = 1.5, 4.0
     deltas = np.linspace(2.0, 9.0, 8)
 

@@ -1,4 +1,5 @@
-"""Training: the A11 optimiser, the class-gap gradient, data parallelism, checkpoints and resume."""
+"""Training: the optimiser of arXiv:1606.01164 (App. A), the class-gap gradient, data parallelism,
+checkpoints and resume."""
 
 import json
 import os
@@ -42,7 +43,7 @@ def test_optimizer_matches_the_papers_update_written_out():
     for t, g in enumerate(grads):
         updates, state = optimizer.update(jnp.asarray(g), state, params)
         params = optax.apply_updates(params, updates)
-        # A11: V <- p V - dC/dxi; xi <- clip(xi + eps V / max_J |V_J|, -1, 1); eps halves per epoch here
+        # App. A: V <- p V - dC/dxi; xi <- clip(xi + eps V / max_J |V_J|, -1, 1); eps halves per epoch here
         velocity = p * velocity - g
         eps = 0.3 * 0.5 ** (t // steps_per_epoch)
         expected = np.clip(expected + eps * velocity / np.abs(velocity).max(axis=1, keepdims=True), -1, 1)

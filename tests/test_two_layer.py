@@ -26,7 +26,7 @@ MODELS = {
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_energy_never_increases_along_the_dynamics(name):
-    """C2: dE/dt <= 0 along Euler trajectories with a small step, for slow and fast hidden neurons."""
+    """arXiv:2008.06996: dE/dt <= 0 along Euler trajectories with a small step, for slow and fast hidden neurons."""
     xi, v0 = _problem(1)
     scale = 3.0 if name == "A" else 1.0  # model A needs overlaps large enough to move Sign(v)
     run = jax.jit(
@@ -41,7 +41,7 @@ def test_energy_never_increases_along_the_dynamics(name):
 
 
 def test_energy_derivative_is_minus_the_hessian_forms():
-    """C2 exactly: dE/dt = - tau_v v' Hess L_v v' - tau_h h' Hess L_h h' (model B, by jax.jvp)."""
+    """arXiv:2008.06996 exactly: dE/dt = - tau_v v' Hess L_v v' - tau_h h' Hess L_h h' (model B, by jax.jvp)."""
     xi, v0 = _problem(2)
     net = tl.model_b(1.5, tau_v=0.7, tau_h=0.3)
     h0 = jax.random.normal(jax.random.key(3), (K,))
@@ -59,7 +59,7 @@ def test_energy_derivative_is_minus_the_hessian_forms():
 
 
 def test_fast_hidden_energies_are_the_one_layer_energies():
-    """C3-C5: with h = Xi g(v) the two-layer energy is the DenseAM, modern Hopfield and
+    """Models A-C of arXiv:2008.06996: with h = Xi g(v) the two-layer energy is the DenseAM, modern Hopfield and
     normalised DenseAM energy of v."""
     xi, v0 = _problem(3)
     xi = 2.0 * xi
@@ -80,7 +80,7 @@ def test_fast_hidden_energies_are_the_one_layer_energies():
 
 
 def test_model_b_fast_step_is_the_softmax_update_and_fixed_points_agree():
-    """C4: with tau_h = 0 one Euler step with dt = tau_v is v <- Xi^T softmax(beta Xi v); with a
+    """Model B: with tau_h = 0 one Euler step with dt = tau_v is v <- Xi^T softmax(beta Xi v); with a
     fast but finite tau_h the dynamics settle where modern Hopfield retrieval does."""
     xi, v0 = _problem(4)
     xi, beta = 3.0 * xi, 2.0
