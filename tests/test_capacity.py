@@ -33,7 +33,8 @@ def test_bit_error_probability_formula_and_monotonicity():
 @pytest.mark.parametrize("degree,dim,k", [(2, 200, 40), (3, 60, 200)])
 def test_bit_error_rate_matches_a3(key, degree, dim, k):
     """The bit-error probability of arXiv:1606.01164 sec. 2 against measurement: the fraction of
-    bits of stored memories that the async rule would flip (sign of the energy gap against the bit), averaged over memories and bits."""
+    bits of stored memories that the async rule would flip
+    (sign of the energy gap against the bit), averaged over memories and bits."""
     xi = np.asarray(cap.random_patterns(key, num_patterns=k, dim=dim), np.float64)
     h = xi @ xi.T  # h[nu, mu] = xi^mu . xi^nu
     unstable = 0
