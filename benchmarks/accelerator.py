@@ -35,7 +35,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3000)
     parser.add_argument("--budget-seconds", type=float, default=450, help="wall time for everything")
     parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--dry-run", action="store_true", help="K = 50, 4 epochs on 2000 images: a CPU check")
+    parser.add_argument(
+        "--dry-run", "--quick", action="store_true", help="K = 50, 4 epochs on 2000 images: a CPU check"
+    )
     args = parser.parse_args(argv)
     start = time.time()
     deadline = start + args.budget_seconds

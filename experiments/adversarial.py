@@ -1,6 +1,6 @@
 """Adversarial robustness of DenseAM classifiers across n (Krotov & Hopfield 2017; arXiv:1701.00939).
 
-    python experiments/adversarial.py --models results/mnist_k400 --degrees 2,3,8,20,30
+    python experiments/adversarial.py --models results/mnist_paper/compressed --degrees 2,3,8,20,30
 
 Loads the trained classifiers `<models>/mnist_n<n>.eqx` (or `.ckpt`; from
 `experiments/mnist_dam.py` or `jamem mnist`), trains the ReLU MLP baseline, then:
@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import RESULTS, experiment_parser
 
 from jamem import ReLUMLP, data, plots, train
 from jamem import adversarial as adv
@@ -42,14 +43,16 @@ def cross_entropy(out, label):
     return optax.softmax_cross_entropy_with_integer_labels(out, label)
 
 
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `load_targets` (models, degrees, MLP baseline, data) and `--out`."""
-    parser.add_argument("--models", default="results/mnist_k400")
+def target_parser(doc: str) -> argparse.ArgumentParser:
+    """The experiment options (`--quick`, `--out`, `--seed`) and those of `load_targets` (models,
+    degrees, MLP baseline, data); paths default to the repository's, from any folder."""
+    parser = experiment_parser(doc, out=RESULTS / "adversarial")
+    parser.add_argument("--models", default=str(RESULTS / "mnist_paper" / "compressed"))
     parser.add_argument("--degrees", default="2,3,8,20,30")
     parser.add_argument("--mlp-hidden", type=int, default=400)
     parser.add_argument("--mlp-epochs", type=int, default=10)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--out", default="results/adversarial")
+    return parser
 
 
 def load_targets(args: argparse.Namespace) -> tuple[dict, tuple]:
@@ -80,14 +83,15 @@ def load_targets(args: argparse.Namespace) -> tuple[dict, tuple]:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser()
-    add_target_arguments(parser)
+    parser = target_parser(__doc__)
     parser.add_argument("--images", type=int, default=200, help="test images attacked per generating model")
     parser.add_argument("--step-size", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rubbish-steps", type=int, default=300)
     parser.add_argument("--rubbish-per-class", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.steps, args.rubbish_steps, args.rubbish_per_class, args.mlp_epochs = 8, 50, 20, 1, 1
     out = Path(args.out)
     targets, (test_images, test_labels) = load_targets(args)
     predictors = {name: jax.jit(lambda x, f=f: jnp.argmax(f(x), -1)) for name, (f, *_) in targets.items()}

@@ -15,13 +15,13 @@ Writes results/capacity_appendix_b.json and PNG plots. Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+from _common import experiment_parser, result_stem
 
 from jamem import capacity as cap
 from jamem.tooling.plots import plot_k_half, plot_overlap_histograms
@@ -113,10 +113,7 @@ def part_c(degrees):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--out", default="results", help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = experiment_parser(__doc__)
     parser.add_argument("--dims", default="50,75,100,125,150,175,200", help="N values of part (b)")
     parser.add_argument("--sets", type=int, default=5, help="memory sets per (N, K) in part (b)")
     parser.add_argument("--starts", type=int, default=200, help="random starts per memory set in part (b)")
@@ -126,7 +123,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     key = jax.random.key(args.seed)
     out = Path(args.out)
-    name = "capacity_appendix_b_quick" if args.quick else "capacity_appendix_b"
+    name = result_stem(args, "capacity_appendix_b").name
     if args.only_b:
         previous = json.loads((out / f"{name}.json").read_text())
         results = {k: previous[k] for k in ("xor", "part_a") if k in previous}

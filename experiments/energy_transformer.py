@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import optax_step
 
 from jamem import data
 from jamem.networks.energy_transformer import MaskedPatchET, masked_patch_mse, random_mask
@@ -67,17 +68,12 @@ def train(model, images, *, key, epochs, batch_size, num_masked, peak_lr, weight
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
     patch, num_patches = model.patch_size, model.num_patches
 
-    @eqx.filter_jit
-    def step(model, opt_state, x, key):
+    def loss_fn(model, x, key):
         masks = batch_masks(key, x.shape[0], num_patches, num_masked)
+        recon, _ = jax.vmap(model)(x, masks)
+        return masked_patch_mse(recon, x, masks, patch_size=patch)
 
-        def loss_fn(model):
-            recon, _ = jax.vmap(model)(x, masks)
-            return masked_patch_mse(recon, x, masks, patch_size=patch)
-
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
-        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, loss
+    step = optax_step(loss_fn, optimizer)
 
     history = []
     images = jnp.asarray(images)

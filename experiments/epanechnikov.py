@@ -25,7 +25,6 @@ Writes results/epanechnikov.json and results/epanechnikov.png. Usage:
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import experiment_parser, result_stem
 
 import jamem as jm
 from jamem.tooling.plots import save_figure
@@ -268,13 +268,10 @@ def plot(results, landscape, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--out", default="results", help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = experiment_parser(__doc__)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    name = "epanechnikov_quick" if args.quick else "epanechnikov"
+    name = result_stem(args, "epanechnikov").name
     t0 = time.perf_counter()
     exact = part_a(
         jax.random.key(args.seed),

@@ -15,13 +15,12 @@ only if no attack breaks it). Writes
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from adversarial import add_target_arguments, load_targets  # experiments/adversarial.py
+from adversarial import load_targets, target_parser  # experiments/adversarial.py
 
 from jamem import adversarial as adv
 from jamem import plots
@@ -29,14 +28,16 @@ from jamem.tooling.provenance import save_json
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser()
-    add_target_arguments(parser)
+    parser = target_parser(__doc__)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--epsilons", default="0.1,0.2,0.3")
     parser.add_argument("--pgd-steps", type=int, default=40)
     parser.add_argument("--spsa-steps", type=int, default=60)
     parser.add_argument("--spsa-samples", type=int, default=32)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.epsilons, args.pgd_steps, args.spsa_steps, args.spsa_samples = 8, "0.3", 5, 5, 8
+        args.mlp_epochs = 1
     out = Path(args.out)
     epsilons = [float(e) for e in args.epsilons.split(",")]
     targets, test = load_targets(args)

@@ -20,15 +20,14 @@ results/hierarchical_completion.png (original / masked / completed). Usage:
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import experiment_parser, optax_step, result_stem
 
 from jamem import data
 from jamem import hierarchical as hm
@@ -63,7 +62,7 @@ def complete(net, images, observed, *, dt, steps, save_every=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = experiment_parser(__doc__)
     p.add_argument("--arch", choices=("conv", "dense"), default="conv")
     p.add_argument("--train-size", type=int, default=10000)
     p.add_argument("--test-size", type=int, default=1000)
@@ -76,10 +75,7 @@ def main(argv=None):
     p.add_argument(
         "--time-budget", type=float, default=420.0, help="no new epoch once this many seconds of training have passed"
     )
-    p.add_argument("--data-dir", default="/work/shared/data")
-    p.add_argument("--out", default="results")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--data-dir", default=None, help="folder with mnist/ IDX files (default JAMEM_DATA_DIR)")
     args = p.parse_args(argv)
     if args.quick:
         args.train_size, args.test_size, args.epochs = 1000, 200, 1
@@ -101,11 +97,7 @@ def main(argv=None):
         out = complete(eqx.combine(params, static), images, observed, dt=args.dt, steps=args.steps)
         return jnp.mean((out.state[0][:, hidden] - images[:, hidden]) ** 2)
 
-    @jax.jit
-    def train_step(params, opt_state, images):
-        loss, grads = jax.value_and_grad(masked_mse)(params, images)
-        updates, opt_state = optimiser.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    train_step = optax_step(masked_mse, optimiser)
 
     evaluate = jax.jit(masked_mse)
     baseline = float(jnp.mean((test_x[:, hidden] - mean_image[hidden]) ** 2))
@@ -165,14 +157,14 @@ def main(argv=None):
         train_seconds=train_seconds,
         history=history,
     )
-    out_dir = Path(args.out)
-    save_json(out_dir / "hierarchical_completion.json", result, argv=argv)
+    stem = result_stem(args, "hierarchical_completion")
+    save_json(stem.with_suffix(".json"), result, argv=argv)
     print(
         f"test masked MSE {result['test_masked_mse']:.4f} vs mean-image baseline {baseline:.4f}; "
         f"energy non-increasing on {100 * monotone.mean():.1f}% of test trajectories",
         flush=True,
     )
-    plot(np.asarray(test_x[:10]), np.asarray(observed), clipped[:10], out_dir / "hierarchical_completion.png")
+    plot(np.asarray(test_x[:10]), np.asarray(observed), clipped[:10], stem.with_suffix(".png"))
 
 
 def plot(originals, observed, completed, path):

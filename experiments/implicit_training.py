@@ -17,20 +17,19 @@ Writes results/implicit_training.json. Usage:
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
+from _common import experiment_parser, optax_step, result_stem
 
 import jamem as jm
 from jamem.tooling.provenance import save_json
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = experiment_parser(__doc__)
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--patterns", type=int, default=8)
     p.add_argument("--memories", type=int, default=16)
@@ -41,9 +40,9 @@ def main(argv=None):
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--unrolled-steps", type=int, default=50, help="retrieval steps of the unrolled comparison")
     p.add_argument("--learning-rate", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results")
     args = p.parse_args(argv)
+    if args.quick:
+        args.train_steps = 20
 
     k_targets, k_init, k_train, k_test = jax.random.split(jax.random.key(args.seed), 4)
     targets = jnp.sign(jax.random.normal(k_targets, (args.patterns, args.dim)))
@@ -92,19 +91,13 @@ def main(argv=None):
         optimiser = optax.adam(args.learning_rate)
         loss = loss_fn(retrieve)
 
-        @jax.jit
-        def step(memories, opt_state, key):
-            x0, target = cues(key, args.batch)
-            value, grads = jax.value_and_grad(loss)(memories, x0, target)
-            updates, opt_state = optimiser.update(grads, opt_state, memories)
-            return optax.apply_updates(memories, updates), opt_state, value
-
+        step = optax_step(loss, optimiser)
         memories, opt_state = memories0, optimiser.init(memories0)
-        jax.block_until_ready(step(memories, opt_state, k_train))  # compile outside the timing
+        jax.block_until_ready(step(memories, opt_state, *cues(k_train, args.batch)))  # compile outside the timing
         start = time.time()
         curve = []
         for i in range(args.train_steps):
-            memories, opt_state, value = step(memories, opt_state, jax.random.fold_in(k_train, i))
+            memories, opt_state, value = step(memories, opt_state, *cues(jax.random.fold_in(k_train, i), args.batch))
             if i % 25 == 0 or i == args.train_steps - 1:
                 curve.append(dict(step=i, train_loss=float(value)))
         seconds = time.time() - start
@@ -135,7 +128,7 @@ def main(argv=None):
         note="test metrics are measured at the converged fixed point for both runs (tol 1e-5, up to 500 steps)",
         runs=runs,
     )
-    path = save_json(Path(args.out) / "implicit_training.json", result, argv=argv)
+    path = save_json(result_stem(args, "implicit_training").with_suffix(".json"), result, argv=argv)
     print(f"wrote {path}")
 
 

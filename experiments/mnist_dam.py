@@ -42,8 +42,10 @@ def main(argv=None):
     parser.add_argument("--out", default="results/mnist")
     parser.add_argument("--aggregate-only", action="store_true", help="only combine the runs already in --out")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="K = 50, 3 epochs on 2000 images (the test suite)")
     args = parser.parse_args(argv)
     degrees = [int(d) for d in args.degrees.split(",")]
+    quick = dict(train_size=2000, num_memories=50, epochs=3, checkpoint_every=1) if args.quick else {}
     out = Path(args.out)
     if not args.aggregate_only:
         for degree in degrees:
@@ -57,7 +59,7 @@ def main(argv=None):
             mnist.run(
                 degree=degree, dataset=args.dataset, out_dir=out, data_dir=args.data_dir, source=args.source,
                 resume="auto", validation=args.validation, eval_every=args.eval_every, progress=not args.no_progress,
-                schedule=args.schedule, num_memories=args.memories, **overrides,
+                schedule=args.schedule, **{"num_memories": args.memories, **overrides, **quick},
             )  # fmt: skip
     runs = {}
     for degree in degrees:

@@ -19,11 +19,11 @@ results/modern_hopfield.png. Usage:
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import jax
+from _common import experiment_parser, result_stem
 
 jax.config.update("jax_enable_x64", True)
 
@@ -189,14 +189,11 @@ def plot(results, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--out", default="results", help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = experiment_parser(__doc__)
     args = parser.parse_args(argv)
     key = jax.random.key(args.seed)
     out = Path(args.out)
-    name = "modern_hopfield_quick" if args.quick else "modern_hopfield"
+    name = result_stem(args, "modern_hopfield").name
     t0 = time.perf_counter()
     results = dict(
         one_step_equivalence=part_a(key, dim=64, num_memories=32, betas=(0.5, 1.0, 4.0), num_queries=256, steps=20),

@@ -18,7 +18,6 @@ Writes results/random_features.json and results/random_features.png. Usage:
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import experiment_parser, result_stem
 
 import jamem as jm
 from jamem.networks.random_features import RandomFeatureMemory
@@ -244,14 +244,11 @@ def plot(results, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    parser.add_argument("--out", default="results", help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = experiment_parser(__doc__)
     args = parser.parse_args(argv)
     key = jax.random.key(args.seed)
     out = Path(args.out)
-    name = "random_features_quick" if args.quick else "random_features"
+    name = result_stem(args, "random_features").name
     t0 = time.perf_counter()
     if args.quick:
         ys_a, ys_c, seeds, queries, starts = (16, 64, 256, 1024), (16, 256, 1024), 2, 32, 64
