@@ -463,6 +463,14 @@ def retrieve(
 
     Returns:
         A `Solution`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jamem as jm
+        >>> xi = jnp.array([[1.0, -1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0]])
+        >>> cue = jnp.array([1.0, -1.0, 1.0, 1.0])  # memory 0 with its last bit flipped
+        >>> sol = jm.retrieve(jm.DenseEnergy(jm.Power(3)), cue, xi, solver=jm.AsyncBinary())
+        >>> sol.state.tolist(), int(sol.num_steps), bool(sol.converged)
+        ([1.0, -1.0, 1.0, -1.0], 2, True)
     """
     solver = GradientDescent() if solver is None else solver
     if not isinstance(solver, AbstractSolver):

@@ -95,6 +95,14 @@ class DenseEnergy(AbstractEnergy):
 
     The binary retrieval rules never need E's value: they decide from `gap_sign`, exactly at any
     degree, in either form.
+
+    Example:
+        >>> import jax.numpy as jnp, jamem as jm
+        >>> xi = jnp.array([[1.0, -1.0, 1.0], [1.0, 1.0, 1.0]])
+        >>> float(jm.DenseEnergy(jm.Power(2))(xi[0], xi))  # -(3^2 + 1^2)
+        -10.0
+        >>> round(float(jm.DenseEnergy(jm.Power(2), log_domain=True)(xi[0], xi)), 4)  # -log(1 + 10)
+        -2.3979
     """
 
     separation: AbstractSeparation

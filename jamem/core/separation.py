@@ -206,6 +206,15 @@ def gap_sign(
     exact arithmetic takes it. Only two different sums closer than about K float32 ulps of the
     largest remaining term, or two terms closer than 16 ulps, can be mistaken for each other: for
     +-1 memories and states neither happens (checked against integer arithmetic in the tests).
+
+    Example: the two largest terms cancel exactly, and the rest (10^-43 times smaller at n = 30)
+    decides, as integer arithmetic does:
+
+        >>> import jax.numpy as jnp, jamem as jm
+        >>> from jamem.core.separation import gap_sign
+        >>> plus, minus = jnp.array([40.0, 42.0, 2.0]), jnp.array([42.0, 40.0, 0.0])
+        >>> float(gap_sign(jm.Power(30), plus, minus))
+        1.0
     """
     eps = float(jnp.finfo(plus.dtype).eps)
     everything = jnp.ones(plus.shape, bool)
