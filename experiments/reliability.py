@@ -119,7 +119,7 @@ def _mnist_args(out: Path, data_dir: str) -> list[str]:
 
 
 def _run(args, env, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "jamem.cli", *args], cwd=REPO, env=env, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "jamem.tooling.cli", *args], cwd=REPO, env=env, **kwargs)
 
 
 def _epoch(checkpoint: Path) -> int:

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jamem.random_features import RandomFeatureMemory
+from jamem import RandomFeatureMemory
 
 import jamem as jm
 
