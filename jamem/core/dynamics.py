@@ -527,16 +527,22 @@ def retrieve(
             step, energy_of, x0, steps=steps, tol=tol, key=key, schedule=schedule, save_states=saveat.states,
             kind=kind,
         )  # fmt: skip
-    final_energy = energy_of(final)
-    finite = jnp.isfinite(final_energy) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(final)]))
-    if energies is not None:
-        finite = finite & jnp.all(jnp.isfinite(energies))
-    final = eqx.error_if(
-        final,
-        ~finite,
-        "retrieve: the state or its energy is not finite (an overflow: E = -sum F(xi . x) with a large degree "
-        "exceeds float32; use DenseEnergy(..., log_domain=True), or a smaller step size)",
+    # each check travels with its value: under jit, an energy nobody reads is neither computed nor checked
+    overflow = (
+        "an overflow: E = -sum F(xi . x) with a large degree exceeds float32; use DenseEnergy(..., log_domain=True)"
     )
+    state_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(final)]))
+    final = eqx.error_if(
+        final, ~state_finite, "retrieve: the state is not finite (a step size too large, or " + overflow + ")"
+    )
+    final_energy = energy_of(final)
+    final_energy = eqx.error_if(
+        final_energy, ~jnp.isfinite(final_energy), f"retrieve: the energy is not finite ({overflow})"
+    )
+    if energies is not None:
+        energies = eqx.error_if(
+            energies, ~jnp.all(jnp.isfinite(energies)), f"retrieve: a recorded energy is not finite ({overflow})"
+        )
     return Solution(
         state=final,
         energy=final_energy,
