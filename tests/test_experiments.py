@@ -27,6 +27,7 @@ SLOW = [
     ("experiments/random_features.py", [], "random_features_quick.json"),
     ("experiments/energy_transformer.py", [], None),
     ("benchmarks/mnist_epoch.py", ["--degrees", "3", "--repeats", "1"], None),
+    ("benchmarks/distributed_epoch.py", ["--processes", "1,2", "--repeats", "1"], None),
 ]
 
 

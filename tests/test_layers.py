@@ -29,7 +29,7 @@ def _jamem_imports(path: Path) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.level:
             base = [layer] if node.level == 1 else []
             parts = base + (node.module.split(".") if node.module else [])
-            if parts == [] or parts[0] == "_checks":
+            if parts == [] or parts[0] in ("_checks", "_sharding"):
                 continue
             if len(parts) == 1 and parts[0] != layer:  # `from ..core import x` or `from . import x`
                 found.update(f"{parts[0]}.{alias.name}" for alias in node.names)

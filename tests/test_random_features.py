@@ -3,9 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jamem import RandomFeatureMemory
 
 import jamem as jm
+from jamem import RandomFeatureMemory
 
 N, K, BETA = 8, 16, 1.0
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from .._checks import check_positive_int, check_writable
+from .._sharding import is_writer
 from ..tooling import data, plots
 from ..tooling.provenance import save_json
 from . import prototypes, train
@@ -59,9 +62,13 @@ def run(
     stem = Path(out_dir) / f"{dataset}_n{degree}"
     check_writable(stem.with_suffix(".json"), name="out_dir")
     where = dict(data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0, source=source)
-    images, labels = data.load(dataset, split="train", **where)
     eval_split = "validation" if validation else "test"
+    if not is_writer():  # several processes: process 0 prepares the shared cache first
+        multihost_utils.sync_global_devices("jamem: data prepared")
+    images, labels = data.load(dataset, split="train", **where)
     eval_images, eval_labels = data.load(dataset, split=eval_split, **where)
+    if is_writer() and jax.process_count() > 1:
+        multihost_utils.sync_global_devices("jamem: data prepared")
     if train_size is not None:
         if train_size < config.batch_size:
             raise ValueError(f"`train_size` must be at least batch_size={config.batch_size}, got {train_size}.")
@@ -79,12 +86,13 @@ def run(
         deadline=deadline,
     )
     summary = analyse(model, history, config=config, images=eval_images, dataset=dataset, split=eval_split)
-    save_json(stem.with_suffix(".json"), summary)
-    if summary["complete"]:
-        train.save_model(stem.with_suffix(".eqx"), model, config=config, history=history)
-    plots.plot_memory_grid(
-        model.memories, stem.with_name(stem.name + "_memories.png"), title=f"{dataset}, n = {degree}"
-    )
+    if is_writer():  # with several processes, process 0 writes
+        save_json(stem.with_suffix(".json"), summary)
+        if summary["complete"]:
+            train.save_model(stem.with_suffix(".eqx"), model, config=config, history=history)
+        plots.plot_memory_grid(
+            model.memories, stem.with_name(stem.name + "_memories.png"), title=f"{dataset}, n = {degree}"
+        )
     return summary
 
 

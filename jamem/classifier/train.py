@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._checks import check_positive, check_positive_int, check_writable
+from .._sharding import data_sharding, is_writer, to_global, to_host
 from .model import DenseAMClassifier, power_loss
 from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
 
@@ -138,14 +138,6 @@ def batch_loss(
     return value, scores
 
 
-def data_sharding(*, axis: int = 0, ndim: int = 2) -> NamedSharding:
-    """Split axis `axis` of an ndim-array over all local devices (a 1-D mesh named "data")."""
-    mesh = jax.make_mesh((jax.local_device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    spec = [None] * ndim
-    spec[axis] = "data"
-    return NamedSharding(mesh, PartitionSpec(*spec))
-
-
 @eqx.filter_jit
 def train_epoch(
     model: DenseAMClassifier,
@@ -199,7 +191,7 @@ def predict(
     chunk = min(chunk_size, count)
     padded = -(-count // chunk) * chunk
     chunks = jnp.pad(images, ((0, padded - count), (0, 0))).reshape(padded // chunk, chunk, -1)
-    if chunk % jax.local_device_count() == 0:
+    if chunk % jax.device_count() == 0:
         chunks = jax.lax.with_sharding_constraint(chunks, data_sharding(axis=1, ndim=3))
 
     def classify(x):
@@ -209,8 +201,14 @@ def predict(
 
 
 def error_rate(model: DenseAMClassifier, images, labels, *, temperature=1.0) -> float:
-    """Fraction of misclassified images."""
-    return float(jnp.mean(predict(model, jnp.asarray(images), temperature=temperature) != jnp.asarray(labels)))
+    """Fraction of misclassified images (host arrays, or global ones split over every process)."""
+    images, labels = to_global((jnp.asarray(images), jnp.asarray(labels)))
+    return float(to_host(_error_rate(model, images, labels, temperature)))
+
+
+@eqx.filter_jit
+def _error_rate(model, images, labels, temperature):
+    return jnp.mean(predict(model, images, temperature=temperature) != labels)
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -367,6 +365,11 @@ def fit(
     A non-finite loss or parameters stop training with `FloatingPointError` before anything of
     that epoch is written, so the last checkpoint stays the last good state.
 
+    Data-parallel over every device of every process (`jamem.tooling.distributed` starts the
+    processes): each process holds the training set, each device computes its share of every
+    minibatch, the parameters stay replicated; only process 0 writes checkpoints and metrics, and
+    every process resumes from them.
+
     Args:
         config: hyperparameters; `preset(n)` gives the paper's.
         train, test: (images (P, 784) in [-1, 1], integer labels (P,)).
@@ -406,9 +409,11 @@ def fit(
             check_writable(target, name=name)
     if images.shape[0] < config.batch_size:
         raise ValueError(f"`train` has {images.shape[0]} images, fewer than batch_size={config.batch_size}.")
-    devices = jax.local_device_count()
+    devices = jax.device_count()
     if config.batch_size % devices:
-        raise ValueError(f"`batch_size` {config.batch_size} must be a multiple of the {devices} local devices.")
+        raise ValueError(
+            f"`batch_size` {config.batch_size} must be a multiple of the {devices} devices (of all processes)."
+        )
     steps_per_epoch = images.shape[0] // config.batch_size
     num_classes = int(labels.max()) + 1 if test is None else int(max(labels.max(), test_labels.max())) + 1
     model, optimizer, opt_state = initial_state(
@@ -437,11 +442,14 @@ def fit(
             )
         start, history = header["epoch"], History(header["history"])
 
-    replicated = data_sharding(axis=0, ndim=1)
-    images = jax.device_put(jnp.asarray(images), NamedSharding(replicated.mesh, PartitionSpec()))
-    labels = jax.device_put(jnp.asarray(labels), NamedSharding(replicated.mesh, PartitionSpec()))
+    # every process holds the whole (small) training set, replicated on its devices; each device
+    # gathers only its share of every minibatch inside the epoch (`train_epoch`)
+    images, labels, model, opt_state = to_global((images, labels, model, opt_state))
+    if test is not None:
+        test_images, test_labels = to_global((test_images, test_labels))
+    writer = is_writer()
     schedule_fn = config.temperature()
-    bar = _progress(range(start, config.epochs), total=config.epochs, initial=start, enabled=progress)
+    bar = _progress(range(start, config.epochs), total=config.epochs, initial=start, enabled=progress and writer)
     for epoch in bar:
         tic = time.perf_counter()
         temperature = schedule_fn(epoch)
@@ -457,7 +465,8 @@ def fit(
             loss=config.loss,
             loss_power=config.loss_power,
         )
-        if not (np.isfinite(float(loss)) and bool(jnp.all(jnp.isfinite(model.memories)))):
+        loss, train_error, finite = to_host((loss, train_error, _all_finite(model)))
+        if not (np.isfinite(loss) and finite):
             raise FloatingPointError(
                 f"Training diverged at epoch {epoch + 1}: the loss is {float(loss)} or the memories are not finite. "
                 f"Nothing of this epoch was written"
@@ -479,10 +488,10 @@ def fit(
         history.rows.append(row)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(train=f"{row['train_error']:.4f}", test=_fmt(row["test_error"]), T=f"{temperature:.0f}")
-        if checkpoint_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
+        if writer and checkpoint_path is not None and ((epoch + 1) % checkpoint_every == 0 or last):
             header = {"epoch": epoch + 1, "config": config_dict, "data": data, "history": history.rows}
-            save_checkpoint(checkpoint_path, (model, opt_state), header=header)
-        if metrics_path is not None:
+            save_checkpoint(checkpoint_path, to_host((model, opt_state)), header=header)
+        if writer and metrics_path is not None:
             from ..tooling.provenance import save_json
 
             save_json(metrics_path, {"config": config_dict, "history": history.rows})
@@ -490,7 +499,14 @@ def fit(
             on_epoch(row)
         if stopping:
             break
+    if jax.process_count() > 1:  # hand back a model this process can use on its own
+        model = jax.tree.map(jnp.asarray, to_host(model))
     return model, history
+
+
+@eqx.filter_jit
+def _all_finite(model):
+    return jnp.all(jnp.isfinite(model.memories))
 
 
 def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> dict:

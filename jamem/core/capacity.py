@@ -14,9 +14,11 @@ from collections.abc import Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from .._checks import IntLike, as_float_array, check_binary, check_degree, check_feature_dims, check_positive_int
+from .._sharding import data_mesh, data_sharding, to_global, to_host
 from .dynamics import AbstractSolver, AsyncBinary
 from .energies import DenseEnergy
 from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
@@ -158,8 +160,14 @@ def capacity_trials(
     check_positive_int(starts_per_set, name="starts_per_set")
     energy = DenseEnergy(as_separation(separation))
     run = _trial_runner(energy, solver or AsyncBinary(), steps, pool_size, flip_fraction)
-    out = run(jax.random.split(key, num_sets), dim, num_memories, starts_per_set)
-    return {name: np.asarray(value).reshape(-1) for name, value in out.items()}
+    # the memory sets are split over every device of every process (padded to a multiple of their
+    # number with copies of the last set, dropped again), so the table is the same for any count
+    keys = jax.random.key_data(jax.random.split(key, num_sets))
+    devices = jax.device_count()
+    padded = -(-num_sets // devices) * devices
+    keys = np.concatenate([np.asarray(keys), np.repeat(np.asarray(keys)[-1:], padded - num_sets, axis=0)])
+    out = to_host(run(to_global(keys, data_sharding(axis=0, ndim=keys.ndim)), dim, num_memories, starts_per_set))
+    return {name: value[:num_sets].reshape(-1) for name, value in out.items()}
 
 
 _RUNNERS: dict = {}
@@ -198,7 +206,13 @@ def _trial_runner(energy, solver, steps, pool_size, flip_fraction):
             converged=converged,
         )
 
-    run = jax.jit(jax.vmap(one_set, in_axes=(0, None, None, None)), static_argnums=(1, 2, 3))
+    def run(key_data, dim, num_memories, num_starts):
+        # each device runs its own sets to convergence: no collective inside the loops
+        local = jax.vmap(lambda k: one_set(jax.random.wrap_key_data(k), dim, num_memories, num_starts))
+        spec = PartitionSpec("data")
+        return jax.shard_map(local, mesh=data_mesh(), in_specs=spec, out_specs=spec, check_vma=False)(key_data)
+
+    run = jax.jit(run, static_argnums=(1, 2, 3))
     _RUNNERS[config] = run
     return run
 

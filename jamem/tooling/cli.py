@@ -229,6 +229,12 @@ def _attack(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamem", description="Dense Associative Memory in JAX.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of several processes (jax.distributed): JAMEM_COORDINATOR, JAMEM_NUM_PROCESSES and "
+        "JAMEM_PROCESS_ID, or a cluster JAX detects; see jamem.tooling.distributed",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("mnist", help="train the DenseAM classifier of Krotov & Hopfield 2016 on MNIST")
@@ -305,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.distributed:
+            from .distributed import initialize
+
+            initialize()
         return args.run(args)
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as err:
         if args.debug:
