@@ -146,7 +146,7 @@ def test_bad_separation_raises():
 def test_chunked_lse_equals_unchunked(key):
     xi = jax.random.normal(key, (64, 10))
     x = jax.random.normal(jax.random.key(1), (10,))
-    full, chunked = jm.LogSumExpEnergy(2.0), jm.LogSumExpEnergy(2.0, chunk_size=16)
+    full, chunked = jm.LogSumExpEnergy(2.0, chunk_size=None), jm.LogSumExpEnergy(2.0, chunk_size=16)
     np.testing.assert_allclose(chunked(x, xi), full(x, xi), rtol=1e-5)
     np.testing.assert_allclose(jax.grad(chunked)(x, xi), jax.grad(full)(x, xi), rtol=1e-5, atol=1e-6)
     # the custom VJP: memories' cotangent, vmap over queries, and reverse over reverse (H v)
@@ -167,5 +167,20 @@ def test_chunked_lse_equals_unchunked(key):
     # a lower-precision state against float32 memories promotes like the unchunked form
     half = x.astype(jnp.float16)
     np.testing.assert_allclose(chunked(half, xi), full(half, xi), rtol=1e-3)
-    with pytest.raises(ValueError, match="chunk_size"):
-        jm.LogSumExpEnergy(2.0, chunk_size=10)(x, xi)
+    # a chunk that does not divide K: the last chunk takes the remainder (64 = 6 x 10 + 4)
+    ragged = jm.LogSumExpEnergy(2.0, chunk_size=10)
+    np.testing.assert_allclose(ragged(x, xi), full(x, xi), rtol=1e-5)
+    for arg in (0, 1):
+        np.testing.assert_allclose(jax.grad(ragged, arg)(x, xi), jax.grad(full, arg)(x, xi), rtol=1e-5, atol=1e-6)
+    with pytest.raises((ValueError, TypeError), match="chunk_size"):
+        jm.LogSumExpEnergy(2.0, chunk_size=0)
+
+
+def test_lse_chunks_by_itself_at_large_k():
+    auto = jm.LogSumExpEnergy(3.0)
+    assert auto.chunk_for(1000) is None and auto.chunk_for(5000) == jm.energies.AUTO_CHUNK
+    xi = jax.random.normal(jax.random.key(3), (5000, 8)) / 3
+    x = jax.random.normal(jax.random.key(4), (8,))
+    one_piece = jm.LogSumExpEnergy(3.0, chunk_size=None)
+    np.testing.assert_allclose(auto(x, xi), one_piece(x, xi), rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(auto)(x, xi), jax.grad(one_piece)(x, xi), rtol=1e-4, atol=1e-6)

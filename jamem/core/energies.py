@@ -177,45 +177,64 @@ class LogSumExpEnergy(AbstractEnergy):
 
     Args:
         beta: inverse temperature.
-        chunk_size: if set (and dividing K), the memories are visited in chunks of this many
-            rows with an online (running-max) log-sum-exp, so a batch of queries against 10^6
-            memories never holds the full (batch, K) score matrix. The same pass accumulates
+        chunk_size: "auto" (the default) visits the memories in chunks of `AUTO_CHUNK` rows once
+            there are at least twice that many, else in one piece; an integer sets the chunk
+            (the last chunk takes the remainder); None never chunks. Chunks use an online
+            (running-max) log-sum-exp, so a batch of queries against 10^6 memories never holds
+            the full (batch, K) score matrix, and each chunk's scores stay in cache between the
+            two matmuls: 1.3x (K = 10^4) to 1.5x (K = 10^5) faster than one piece for 1024
+            queries on a 2-core CPU (benchmarks/retrieval_peers.py). The same pass accumulates
             the softmax-weighted memory Xi^T softmax(beta Xi x), which is the state gradient,
             so `jax.grad` costs two matmuls per chunk, as the hand-written update does. This
             path has a custom VJP: reverse mode only (no `jax.jvp`, `jax.jacfwd` or
             `jax.hessian`; reverse-over-reverse works). Its memories' gradient is formed per
             query, so training memories under `vmap` over a large batch holds a
-            (batch, K, N) cotangent: train with `chunk_size=None`. A `chunk_size` >= K uses
-            the unchunked path, where every transformation works.
+            (batch, K, N) cotangent: train memories with `chunk_size=None`. A `chunk_size` >= K
+            uses the unchunked path, where every transformation works.
     """
 
     beta: float = eqx.field(static=True, default=1.0)
-    chunk_size: int | None = eqx.field(static=True, default=None)
+    chunk_size: int | str | None = eqx.field(static=True, default="auto")
 
-    def __init__(self, beta: float = 1.0, *, chunk_size: int | None = None):
+    def __init__(self, beta: float = 1.0, *, chunk_size: int | str | None = "auto"):
         self.beta = check_positive(beta, name="beta")
-        self.chunk_size = None if chunk_size is None else check_positive_int(chunk_size, name="chunk_size")
+        if chunk_size is not None and chunk_size != "auto":
+            chunk_size = check_positive_int(chunk_size, name="chunk_size")
+        self.chunk_size = chunk_size
+
+    def chunk_for(self, num_memories: int) -> int | None:
+        """The chunk length used for `num_memories` memories (None: one piece)."""
+        if self.chunk_size == "auto":
+            return AUTO_CHUNK if num_memories >= 2 * AUTO_CHUNK else None
+        return self.chunk_size if self.chunk_size is not None and self.chunk_size < num_memories else None
 
     @property
     def low_precision_ok(self) -> bool:
         return True
 
     def __call__(self, state, memories):
-        num = memories.shape[0]
-        if self.chunk_size is None or self.chunk_size >= num:
+        chunk = self.chunk_for(memories.shape[0])
+        if chunk is None:
             lse = jax.nn.logsumexp(self.beta * (memories @ state))
         else:
-            if num % self.chunk_size:
-                raise ValueError(f"`chunk_size` ({self.chunk_size}) must divide the number of memories ({num}).")
-            lse = _chunked_logsumexp(state, memories, self.beta, self.chunk_size)
+            lse = _chunked_logsumexp(state, memories, self.beta, chunk)
         return -lse / self.beta + 0.5 * jnp.dot(state, state)
+
+
+AUTO_CHUNK = 2048  # rows: with N = 784, 6 MB of memories and a (batch, 2048) score block per chunk
+
+
+def _split_chunks(memories, chunk_size):
+    """(chunks (C, chunk_size, N), the remaining rows (R, N), R < chunk_size)."""
+    num, dim = memories.shape
+    whole = num // chunk_size * chunk_size
+    return memories[:whole].reshape(num // chunk_size, chunk_size, dim), memories[whole:]
 
 
 def _online_logsumexp(state, memories, beta, chunk_size):
     """log sum_mu exp(beta xi^mu . x) and Xi^T softmax(beta Xi x), one pass over chunks of
     memories (Milakov & Gimelshein 2018 online softmax)."""
-    num, dim = memories.shape
-    chunks = memories.reshape(num // chunk_size, chunk_size, dim)
+    chunks, rest = _split_chunks(memories, chunk_size)
 
     def visit(carry, chunk):
         running_max, total, weighted = carry
@@ -227,7 +246,10 @@ def _online_logsumexp(state, memories, beta, chunk_size):
 
     dtype = jnp.result_type(state, memories)
     init = (jnp.asarray(-jnp.inf, dtype), jnp.zeros((), dtype), jnp.zeros(state.shape, dtype))
-    (running_max, total, weighted), _ = jax.lax.scan(visit, init, chunks)
+    carry, _ = jax.lax.scan(visit, init, chunks)
+    if rest.shape[0]:
+        carry, _ = visit(carry, rest)
+    running_max, total, weighted = carry
     return running_max + jnp.log(total), weighted / total
 
 
@@ -252,9 +274,9 @@ def _chunked_logsumexp_bwd(beta, chunk_size, residuals, cotangent):
     d_state = cotangent * beta * mean
     if memories is None:
         return d_state, None
-    num, dim = memories.shape
-    chunks = memories.reshape(num // chunk_size, chunk_size, dim)
-    weights = jax.lax.map(lambda chunk: jnp.exp(beta * (chunk @ state) - lse), chunks).reshape(num)
+    chunks, rest = _split_chunks(memories, chunk_size)
+    weights = jax.lax.map(lambda chunk: jnp.exp(beta * (chunk @ state) - lse), chunks).reshape(-1)
+    weights = jnp.concatenate([weights, jnp.exp(beta * (rest @ state) - lse)])
     return d_state, (cotangent * beta) * weights[:, None] * state[None, :]
 
 
