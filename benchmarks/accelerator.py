@@ -8,7 +8,9 @@ Order of work: (1) time the training epoch (K = 2000, n = 3, minibatch 1000, 60k
 against bare matmuls of its shapes, with a breakdown (`epoch_breakdown` of
 benchmarks/mnist_epoch.py); (2) train n = 3 with the paper's schedule (`jamem.train.preset(3)`:
 eps0 = 0.04, f = 0.998 per epoch, momentum 0.9, T 300 -> 60 over 200 epochs, m = 3, 3000 epochs);
-(3) n = 2, 20, 30 the same way as time allows. Every model checkpoints into `--out` and resumes
+(3) n = 2, 20, 30 the same way as time allows; (4) the modern Hopfield update at
+K = 10^5 .. 10^7 memories against the card's bare matmuls (`accelerator_retrieval` of
+benchmarks/retrieval_peers.py). Every model checkpoints into `--out` and resumes
 from there, so a model that does not finish in one slot continues in the next one from the
 committed checkpoint; one that cannot start in the time left is skipped with a note. Writes
 `<out>/accelerator.json` (device, timings, what ran, what was skipped and why) beside each model's
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     for degree in [int(d) for d in args.degrees.split(",")]:
         left = deadline - time.time()
         ckpt = out / f"mnist_n{degree}.ckpt"
-        done = _epochs_done(ckpt)
+        done = max(_epochs_done(ckpt), _epochs_done(out / f"mnist_n{degree}.eqx"))  # the committed final model
         if done >= epochs:
             report["skipped"].append({"degree": degree, "why": f"already complete ({done} epochs) in {out}"})
             continue
@@ -116,6 +118,15 @@ def main(argv=None) -> int:
         )
         print(f"n = {degree}: {report['models'][-1]}", flush=True)
         save_json(out / "accelerator.json", report)
+    # then retrieval at sizes only an accelerator holds (the modern Hopfield update, 1024 queries)
+    left = deadline - time.time()
+    if left > 60:
+        from retrieval_peers import accelerator_retrieval
+
+        report["retrieval"] = accelerator_retrieval(quick=args.dry_run, deadline=deadline - 15)
+        print(f"retrieval: {report['retrieval']}", flush=True)
+    else:
+        report["skipped"].append({"stage": "retrieval", "why": f"{left:.0f} s left"})
     report["total_seconds"] = time.time() - start
     save_json(out / "accelerator.json", report)
     print(json.dumps({k: report[k] for k in ("models", "skipped", "total_seconds")}, indent=1))

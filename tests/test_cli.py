@@ -91,6 +91,7 @@ def test_accelerator_script_dry_run(tmp_path, cache):
     assert [m["degree"] for m in report["models"]] == [3, 2] and all(m["complete"] for m in report["models"])
     assert report["epoch_timing"]["seconds"]["epoch"] > 0 and report["epoch_timing"]["seconds"]["matmul_floor"] > 0
     assert (tmp_path / "mnist_n3.eqx").is_file()
+    assert all(row["jamem fraction of bare matmuls"] > 0 for row in report["retrieval"])
     # a second slot finds both complete and skips them, saying why
     subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
     report = json.loads((tmp_path / "accelerator.json").read_text())

@@ -22,6 +22,8 @@ FAST = [
     ("benchmarks/capacity_sweep.py", [], None),
     ("benchmarks/retrieval_throughput.py", [], None),
 ]
+if __import__("importlib").util.find_spec("hamux") is not None:  # the bench extra; skipped peers are reported
+    FAST.append(("benchmarks/retrieval_peers.py", [], None))
 SLOW = [
     ("experiments/capacity.py", [], "capacity_appendix_b_quick.json"),
     ("experiments/random_features.py", [], "random_features_quick.json"),
