@@ -32,7 +32,8 @@ def result_stem(args: argparse.Namespace, name: str) -> Path:
 def optax_step(loss_fn, optimizer):
     """A jit-compiled step for `loss_fn(params, *batch) -> scalar`:
     `step(params, opt_state, *batch) -> (params, opt_state, loss)`; `params` may be any equinox
-    module or pytree (its non-array leaves are left alone)."""
+    module or pytree (its non-array leaves are left alone). Given global arrays
+    (`jamem.tooling.distributed.to_global`), the step is data-parallel over every process."""
 
     @eqx.filter_jit
     def step(params, opt_state, *batch):

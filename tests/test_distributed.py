@@ -42,13 +42,19 @@ WORKER = textwrap.dedent(
         config, (images[:400], labels[:400]), (images[400:], labels[400:]), checkpoint_path=f"{out}/run.ckpt",
         checkpoint_every=1, resume="auto" if resume == "resume" else False, progress=False,
     )
+    import optax
+    from jamem import ReLUMLP
+    mlp, mlp_losses = train.fit_softmax(
+        ReLUMLP(num_visible=16, num_hidden=12, num_classes=3, key=jax.random.key(1)), (images, labels),
+        epochs=3, optimizer=optax.adam(1e-2), batch_size=40, key=jax.random.key(2), progress=False,
+    )
     rows = cap.capacity_sweep(
         jax.random.key(0), [dict(dim=32, num_memories=k, degree=3, kind="power") for k in (8, 64)],
         num_sets=6, starts_per_set=16, progress=False,
     )
     if jax.process_index() == 0:
         np.save(f"{out}/memories.npy", np.asarray(model.memories))
-        json.dump({"history": history.rows, "capacity": rows, "devices": jax.device_count()},
+        json.dump({"history": history.rows, "capacity": rows, "devices": jax.device_count(), "mlp_losses": mlp_losses},
                   open(f"{out}/result.json", "w"))
     """
 )
@@ -112,6 +118,8 @@ def test_processes_train_and_sweep_like_one(count, single, tmp_path):
         np.testing.assert_allclose(row["loss"], ref["loss"], rtol=1e-3, atol=1e-6)
         assert row["train_error"] == pytest.approx(ref["train_error"], abs=1 / 400)
         assert row["test_error"] == pytest.approx(ref["test_error"], abs=1 / 80)
+    # the generic softmax trainer too
+    np.testing.assert_allclose(record["mlp_losses"], reference["mlp_losses"], rtol=1e-4)
     # each memory set runs on one device: the capacity table is exactly the single-process one
     assert record["capacity"] == reference["capacity"]
     assert (tmp_path / "run.ckpt").is_file()

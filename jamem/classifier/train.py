@@ -557,9 +557,12 @@ def _softmax_epoch(model, opt_state, images, labels, key, optimizer, batch_size)
     def step(carry, idx):
         params, opt_state = carry
 
+        x = jax.lax.with_sharding_constraint(images[idx], data_sharding(axis=0, ndim=2))  # each device its share
+        y = jax.lax.with_sharding_constraint(labels[idx], data_sharding(axis=0, ndim=1))
+
         def objective(p):
-            logits = eqx.combine(p, static).batch_logits(images[idx])
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels[idx]))
+            logits = eqx.combine(p, static).batch_logits(x)
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
         value, grads = jax.value_and_grad(objective)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -580,17 +583,23 @@ def fit_softmax(
     progress: bool = True,
 ):
     """Train any equinox model with `batch_logits(images) -> (B, C)` on softmax cross-entropy
-    (e.g. the ReLU MLP baseline); returns (model, per-epoch mean losses)."""
+    (e.g. the ReLU MLP baseline); returns (model, per-epoch mean losses). Data-parallel over every
+    device of every process, as `fit` is."""
     images, labels = _check_split(train, "train")
     check_positive_int(epochs, name="epochs")
     if images.shape[0] < batch_size:
         raise ValueError(f"`train` has {images.shape[0]} images, fewer than batch_size={batch_size}.")
-    images, labels = jnp.asarray(images), jnp.asarray(labels)
+    if batch_size % jax.device_count():
+        raise ValueError(f"`batch_size` {batch_size} must be a multiple of the {jax.device_count()} devices.")
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    images, labels, model, opt_state = to_global((images, labels, model, opt_state))
     losses = []
-    for epoch in _progress(range(epochs), total=epochs, initial=0, enabled=progress):
+    bar = _progress(range(epochs), total=epochs, initial=0, enabled=progress and is_writer())
+    for epoch in bar:
         model, opt_state, loss = _softmax_epoch(
             model, opt_state, images, labels, jax.random.fold_in(key, epoch), optimizer, batch_size
         )
-        losses.append(float(loss))
+        losses.append(float(to_host(loss)))
+    if jax.process_count() > 1:
+        model = jax.tree.map(jnp.asarray, to_host(model))
     return model, losses

@@ -11,6 +11,11 @@ their batch over all of them. Each process runs the same program; call `initiali
 
 On CPUs the collectives go through gloo. Only process 0 writes files; checkpoints must be on a
 filesystem every process can read to resume.
+
+For your own training loops: `to_global(batch, data_sharding())` splits a batch every process
+holds over all devices, `to_global(params)` replicates parameters, `to_host` brings results
+back, `is_writer()` says which process writes; a jit-compiled step on such arrays is then
+data-parallel across processes (XLA inserts the gradient all-reduce).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from __future__ import annotations
 import os
 
 import jax
+
+from .._sharding import data_mesh, data_sharding, is_writer, replicated, to_global, to_host
+
+__all__ = ["initialize", "data_mesh", "data_sharding", "replicated", "to_global", "to_host", "is_writer"]
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
