@@ -39,7 +39,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from .._checks import IntLike, as_float_array, check_binary, check_feature_dims, check_positive, check_positive_int
 from .adjoints import AbstractAdjoint, DirectAdjoint, ImplicitAdjoint
-from .energies import AbstractEnergy
+from .energies import AbstractEnergy, brute_force_gap_sign
 
 DEFAULT = "default"  # `tol`'s default: 0 for the binary rules, None (exactly `steps` steps) otherwise
 
@@ -133,7 +133,7 @@ def _binary_cache(energy, state, params):
 def _binary_gap_sign(energy, state, params, i, cache):
     if isinstance(energy, AbstractEnergy):
         return energy.binary_gap_sign(state, params, i, cache)
-    return AbstractEnergy.binary_gap_sign(energy, state, params, i, cache)  # a plain function: brute force
+    return brute_force_gap_sign(energy, state, params, i)  # a plain function: both energies evaluated
 
 
 def _count_flips(new, old):
