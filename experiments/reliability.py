@@ -152,14 +152,21 @@ def kill_resume_trials(*, trials: int, seed: int, data_dir: str) -> dict:
         proc = _run(_mnist_args(out, data_dir), env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # wait for a random epoch's checkpoint, then kill a random moment later: inside the next
         # epoch's training, its evaluation, or its checkpoint write
-        target, ckpt = int(rng.integers(1, 11)), out / "mnist_n3.ckpt"
+        # epoch; the delay is a fraction of the epoch just timed, so a fast machine still kills mid-run
+        target, ckpt = int(rng.integers(2, 11)), out / "mnist_n3.ckpt"
+        while proc.poll() is None and _epoch(ckpt) < target - 1:
+            time.sleep(0.002)
+        started = time.time()
         while proc.poll() is None and _epoch(ckpt) < target:
-            time.sleep(0.005)
+            time.sleep(0.002)
+        epoch_seconds = time.time() - started
         if trial % 2:  # every other trial: as soon as the next checkpoint write has begun
             while proc.poll() is None and not any(out.glob(".mnist_n3.ckpt.*.tmp")):
                 time.sleep(0.0002)
         else:
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.9 * epoch_seconds))
+        if proc.poll() is not None:
+            raise RuntimeError(f"trial {trial}: the run ended before it could be killed (exit {proc.returncode})")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         in_write = any(out.glob(".mnist_n3.ckpt.*.tmp"))
