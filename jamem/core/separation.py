@@ -225,8 +225,12 @@ def gap_sign(
     # An accurate sum (Rump, Ogita & Oishi 2008, extraction): with |terms| <= 2 (`scaled` is at
     # most 1 at a valid reference), the parts rounded to multiples of ulp(grid) sum exactly, so
     # the summation error is second order and the bound below does not grow with K.
+    # Rounding to multiples of ulp(grid) by scaling with powers of two and `round` (all exact)
+    # rather than as (grid + terms) - grid, which needs a barrier against XLA's simplifier and
+    # so a second pass over the terms.
     grid = 2.0 ** (int(np.ceil(np.log2(count + 2))) + 1)
-    coarse = jax.lax.optimization_barrier(grid + terms) - grid  # the barrier keeps XLA from folding it to `terms`
+    unit = grid * eps
+    coarse = jnp.round(terms * (1 / unit)) * unit
     total = jnp.sum(coarse) + jnp.sum(terms - coarse)
     # each term's own rounding (a few ulps per operation), the fine parts' sum, terms flushed to 0
     error = eps * (4 * separation.rounding_steps + 8) * jnp.sum(jnp.abs(high) + jnp.abs(low))
