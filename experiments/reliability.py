@@ -131,6 +131,12 @@ def _epoch(checkpoint: Path) -> int:
         return 0
 
 
+def _wait_while(proc: subprocess.Popen, condition, *, pause: float = 0.002) -> None:
+    """Poll `condition` until it is False or `proc` has ended."""
+    while proc.poll() is None and condition():
+        time.sleep(pause)
+
+
 def _untimed(header: dict) -> list[dict]:
     """The history without its wall-clock seconds (the one column that may differ)."""
     return [{k: v for k, v in row.items() if k != "seconds"} for row in header.get("history", [])]
@@ -151,18 +157,15 @@ def kill_resume_trials(*, trials: int, seed: int, data_dir: str) -> dict:
         out = work / f"trial{trial}"
         proc = _run(_mnist_args(out, data_dir), env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # wait for a random epoch's checkpoint, then kill a random moment later: inside the next
-        # epoch's training, its evaluation, or its checkpoint write
-        # epoch; the delay is a fraction of the epoch just timed, so a fast machine still kills mid-run
+        # epoch's training, its evaluation, or its checkpoint write. The delay is a fraction of
+        # the epoch just timed, so a fast machine still kills mid-run.
         target, ckpt = int(rng.integers(2, 11)), out / "mnist_n3.ckpt"
-        while proc.poll() is None and _epoch(ckpt) < target - 1:
-            time.sleep(0.002)
+        _wait_while(proc, lambda: _epoch(ckpt) < target - 1)
         started = time.time()
-        while proc.poll() is None and _epoch(ckpt) < target:
-            time.sleep(0.002)
+        _wait_while(proc, lambda: _epoch(ckpt) < target)
         epoch_seconds = time.time() - started
         if trial % 2:  # every other trial: as soon as the next checkpoint write has begun
-            while proc.poll() is None and not any(out.glob(".mnist_n3.ckpt.*.tmp")):
-                time.sleep(0.0002)
+            _wait_while(proc, lambda: not any(out.glob(".mnist_n3.ckpt.*.tmp")), pause=0.0002)
         else:
             time.sleep(rng.uniform(0.0, 0.9 * epoch_seconds))
         if proc.poll() is not None:

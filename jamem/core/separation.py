@@ -224,10 +224,9 @@ def gap_sign(
     high, low, terms = _scaled_terms(separation, plus, minus, reference)
     # An accurate sum (Rump, Ogita & Oishi 2008, extraction): with |terms| <= 2 (`scaled` is at
     # most 1 at a valid reference), the parts rounded to multiples of ulp(grid) sum exactly, so
-    # the summation error is second order and the bound below does not grow with K.
-    # Rounding to multiples of ulp(grid) by scaling with powers of two and `round` (all exact)
-    # rather than as (grid + terms) - grid, which needs a barrier against XLA's simplifier and
-    # so a second pass over the terms.
+    # the summation error is second order and the bound below does not grow with K. The rounding
+    # is a power-of-two scaling and `round` (both exact), not (grid + terms) - grid, which would
+    # need a barrier against XLA's simplifier and so a second pass over the terms.
     grid = 2.0 ** (int(np.ceil(np.log2(count + 2))) + 1)
     unit = grid * eps
     coarse = jnp.round(terms * (1 / unit)) * unit
