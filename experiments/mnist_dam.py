@@ -33,6 +33,10 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=None, help="default: each preset's")
     parser.add_argument("--momentum", type=float, default=None, help="default: the preset's 0.9")
     parser.add_argument("--ramp-epochs", type=int, default=None, help="default: the schedule's")
+    parser.add_argument("--temperature-initial", type=float, default=None, help="T_i; default: the preset's")
+    parser.add_argument("--temperature-final", type=float, default=None, help="T_f; default: the preset's")
+    parser.add_argument("--loss-power", type=int, default=None, help="m in (c - t)^(2m); default: the preset's")
+    parser.add_argument("--seed", type=int, default=None, help="default: 0")
     parser.add_argument(
         "--validation", action="store_true", help="train on 50k, report on the held-out 10k (arXiv:1606.01164, App. A)"
     )
@@ -54,6 +58,10 @@ def main(argv=None):
                 learning_rate=args.learning_rate,
                 momentum=args.momentum,
                 temperature_ramp_epochs=args.ramp_epochs,
+                temperature_initial=args.temperature_initial,
+                temperature_final=args.temperature_final,
+                loss_power=args.loss_power,
+                seed=args.seed,
             )
             overrides = {k: v for k, v in chosen.items() if v is not None}
             mnist.run(
