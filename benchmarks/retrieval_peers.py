@@ -11,6 +11,8 @@ for 3 steps from 1024 queries (N = 784, beta = 40), K = 10^3 .. 10^5 memories (1
   one (x <- x - dE/dx, two `dEdact` calls);
 - hopfield-layers (ml-jku, PyTorch; `../shared/peers/hopfield-layers`, not on PyPI): `Hopfield`
   with every projection and normalisation off, `update_steps_max=2` (three updates);
+- the same energy written by hand as a user would (a pure function, unchunked) through `retrieve`,
+  with its overlaps as Xi x and as x Xi^T: what the operand layout costs under `vmap`;
 - plain JAX (the update written out, jit-compiled), NumPy (float32), and the ceiling: the two bare
   matmuls of each step, (B, N) x (N, K) and (B, K) x (K, N), jit-compiled.
 
@@ -70,6 +72,20 @@ def jax_update(beta, steps):
 
 def jamem_update(beta, steps):
     energy = jm.LogSumExpEnergy(beta)
+    solver = jm.GradientDescent(1.0)
+    return jax.jit(
+        jax.vmap(lambda x, xi: jm.retrieve(energy, x, xi, solver=solver, steps=steps).state, in_axes=(0, None))
+    )
+
+
+def user_energy_update(beta, steps, *, memories_first: bool):
+    """`retrieve` on the energy as a user would write it, a pure function, unchunked, with its
+    overlaps written Xi x (`memories_first`) or x Xi^T: the layout's cost under `vmap`."""
+
+    def energy(x, xi):
+        scores = xi @ x if memories_first else x @ xi.T
+        return -jax.nn.logsumexp(beta * scores) / beta + 0.5 * jnp.dot(x, x)
+
     solver = jm.GradientDescent(1.0)
     return jax.jit(
         jax.vmap(lambda x, xi: jm.retrieve(energy, x, xi, solver=solver, steps=steps).state, in_axes=(0, None))
@@ -203,8 +219,12 @@ def main(argv=None):
         flops = steps * 2 * (2 * queries * dim * num)
         xj, xij = jnp.asarray(x0), jnp.asarray(xi)
         jamem_run, jax_run, matmul_run = jamem_update(beta, steps), jax_update(beta, steps), bare_matmuls(steps)
+        user_xi_x = user_energy_update(beta, steps, memories_first=True)
+        user_x_xit = user_energy_update(beta, steps, memories_first=False)
         systems = {
             "jamem": lambda: jamem_run(xj, xij),
+            "jamem, user energy, Xi x": lambda: user_xi_x(xj, xij),
+            "jamem, user energy, x Xi^T": lambda: user_x_xit(xj, xij),
             "plain JAX": lambda: jax_run(xj, xij),
             "NumPy": lambda: numpy_update(x0.copy(), xi, beta, steps),
             "bare matmuls": lambda: matmul_run(xj, xij),
@@ -235,7 +255,7 @@ def main(argv=None):
             seconds = _best(fn_, args.repeats)
             row["seconds"][name] = seconds
             row["gflops"][name] = flops / seconds / 1e9
-            print(f"K = {num:>7}: {name:16s} {1e3 * seconds:9.1f} ms  {flops / seconds / 1e9:7.1f} GFLOP/s", flush=True)
+            print(f"K = {num:>7}: {name:28s} {1e3 * seconds:9.1f} ms  {flops / seconds / 1e9:7.1f} GFLOP/s", flush=True)
         times = row["seconds"]
         row["ratios"] = {f"jamem / {name} speed": times[name] / times["jamem"] for name in times if name != "jamem"}
         row["jamem_fraction_of_bare_matmul_gflops"] = row["gflops"]["jamem"] / row["gflops"]["bare matmuls"]

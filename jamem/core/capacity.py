@@ -20,7 +20,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 from .._checks import IntLike, as_float_array, check_binary, check_degree, check_feature_dims, check_positive_int
 from .._sharding import data_mesh, data_sharding, to_global, to_host
 from .dynamics import AbstractSolver, AsyncBinary
-from .energies import DenseEnergy
+from .energies import DenseEnergy, overlaps
 from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
 
 # ---------------------------------------------------------------------------------------------
@@ -43,11 +43,6 @@ def flip_bits(key: PRNGKeyArray, patterns: Float[Array, "*batch N"], *, fraction
     batch = patterns.shape[:-1]
     ranks = jnp.argsort(jax.random.uniform(key, batch + (n,)), axis=-1).argsort(axis=-1)
     return jnp.where(ranks < count, -patterns, patterns)
-
-
-def overlaps(state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Float[Array, " K"]:
-    """xi^mu . sigma for every memory."""
-    return memories @ state
 
 
 def is_stored_memory(state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Bool[Array, ""]:
