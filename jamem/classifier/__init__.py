@@ -1,8 +1,10 @@
 """The DenseAM classifier of Krotov & Hopfield 2016 (arXiv:1606.01164) and what surrounds it:
 the model, its optimiser and training loop, prototype statistics, adversarial attacks and the
-MNIST job. Imports the core and tooling's data, plots and provenance."""
+MNIST job; and hidden units learned without labels by competition (Krotov & Hopfield 2019,
+arXiv:1806.10181). Imports the core and tooling's data, plots and provenance."""
 
 from . import adversarial as adversarial
+from . import competing as competing
 from . import mlp as mlp
 from . import mnist as mnist
 from . import model as model
