@@ -71,16 +71,31 @@ def test_interrupted_training_resumes_bit_for_bit(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         competing.train_competing_units(units, images, checkpoint_path=tmp_path / "b.ckpt", **kwargs)
     monkeypatch.undo()
+    epochs_run = []
+    real_epoch = competing._epoch
+    monkeypatch.setattr(competing, "_epoch", lambda *a: epochs_run.append(1) or real_epoch(*a))
     resumed, resumed_history = competing.train_competing_units(
         units, images, checkpoint_path=tmp_path / "b.ckpt", **kwargs
     )
+    assert len(epochs_run) == 2  # the first two epochs came from the checkpoint
     np.testing.assert_array_equal(np.asarray(resumed.weights), np.asarray(straight.weights))
     assert [row["epoch"] for row in resumed_history] == [1, 2, 3, 4]
-    with pytest.raises(ValueError, match="written with"):
-        competing.train_competing_units(units, images, checkpoint_path=tmp_path / "b.ckpt", **{**kwargs, "rank": 2})
+    # a checkpoint is only resumed by the run that wrote it: same settings, key, units and data
+    changed = [
+        dict(kwargs, rank=2),
+        dict(kwargs, key=jax.random.key(8)),
+    ]
+    for other in changed:
+        with pytest.raises(ValueError, match="other settings or data"):
+            competing.train_competing_units(units, images, checkpoint_path=tmp_path / "b.ckpt", **other)
+    with pytest.raises(ValueError, match="other settings or data"):
+        competing.train_competing_units(units, images[::-1], checkpoint_path=tmp_path / "b.ckpt", **kwargs)
+    other_power = competing.CompetingUnits(num_units=8, num_visible=12, power=4.5, key=jax.random.key(6))
+    with pytest.raises(ValueError, match="other settings or data"):
+        competing.train_competing_units(other_power, images, checkpoint_path=tmp_path / "b.ckpt", **kwargs)
 
 
-def test_bad_input_is_refused_by_name():
+def test_bad_input_is_refused_by_name(tmp_path):
     units = competing.CompetingUnits(num_units=5, num_visible=4, key=jax.random.key(0))
     images = jnp.ones((10, 4))
     fit = lambda **kw: competing.train_competing_units(  # noqa: E731
@@ -98,6 +113,14 @@ def test_bad_input_is_refused_by_name():
         fit(rank=2, batch_size=20)
     with pytest.raises(ValueError, match="`images`"):
         fit(rank=2, images=jnp.full((10, 4), jnp.nan), batch_size=5)
+    with pytest.raises(ValueError, match="`images`.*\\[0, 1\\]"):
+        fit(rank=2, images=-jnp.ones((10, 4)), batch_size=5)  # jamem.data's [-1, 1] pixels, unmapped
+    with pytest.raises(ValueError, match="`checkpoint_path`"):
+        fit(rank=2, batch_size=5, checkpoint_path=tmp_path)  # a folder: refused before any epoch
+    with pytest.raises(TypeError, match="units"):  # jaxtyping, or our own check without it
+        competing.train_competing_units(units.weights, images, epochs=1, key=jax.random.key(1))
+    with pytest.raises(TypeError, match="units"):  # jaxtyping, or our own check without it
+        competing.PowerFeatureClassifier(units.weights, key=jax.random.key(1))
     with pytest.raises(ValueError, match="`power`"):
         competing.CompetingUnits(num_units=5, num_visible=4, power=0.5, key=jax.random.key(0))
 

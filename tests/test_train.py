@@ -263,11 +263,12 @@ def test_short_real_mnist_run_is_below_ten_percent(small_mnist_run):
 @pytest.mark.parametrize("degree", [2, 30])
 def test_accelerator_class_gaps_equal_the_cpu_loops(degree, monkeypatch):
     # accelerators take one (B, C, K) expression forward and one (C, B, K) expression backward; CPU
-    # loops over two row blocks forward and over the classes backward: same value and gradient
+    # loops over the two halves of the memories forward and over the classes backward: same value
+    # and gradient
     from jamem.classifier import model as classifier
 
-    base = jax.random.normal(jax.random.key(0), (6, 11))
-    shift = 0.5 * jax.random.normal(jax.random.key(1), (3, 11))
+    base = jax.random.normal(jax.random.key(0), (6, 12))
+    shift = 0.5 * jax.random.normal(jax.random.key(1), (3, 12))
     weights = jax.random.normal(jax.random.key(2), (6, 3))
 
     def value_and_grads():

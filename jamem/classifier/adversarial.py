@@ -278,7 +278,7 @@ def transfer_matrix(
     adversarial: dict[str, tuple[Float[Array, "B N"], Int[Array, " B"]]],
     predictors: dict[str, Callable[[Float[Array, "B N"]], Int[Array, " B"]]],
 ) -> dict[str, dict[str, float]]:
-    """matrix[made_on][evaluated_on] = fraction of the images made on one model that another
+    """`matrix[made_on][evaluated_on]` = fraction of the images made on one model that another
     model misclassifies (prediction != true label)."""
     if not adversarial or not predictors:
         raise ValueError("`adversarial` and `predictors` must be non-empty.")

@@ -372,7 +372,8 @@ def fit(
 
     Args:
         config: hyperparameters; `preset(n)` gives the paper's.
-        train, test: (images (P, 784) in [-1, 1], integer labels (P,)).
+        train: (images (P, 784) in [-1, 1], integer labels (P,)).
+        test: the same for evaluation, or None.
         optimizer: defaults to the paper's rule (arXiv:1606.01164, App. A) with the per-epoch decay; any optax
             optimiser works (it is called with `params`).
         checkpoint_path: where to write checkpoints every `checkpoint_every` epochs and at the end.

@@ -52,7 +52,7 @@ class DirectAdjoint(AbstractAdjoint):
 class ImplicitAdjoint(AbstractAdjoint):
     """Differentiate at the fixed point by the implicit function theorem (see the module docstring).
 
-    Args:
+    Attributes:
         linear_solver: "iterate" (u <- g + (df/dx)^T u) or "gmres" for the adjoint system.
         steps: the most backward iterations (GMRES restarts of 20 Krylov vectors); default
             the forward `steps`.
@@ -177,7 +177,8 @@ def fixed_point(
         steps: the most forward iterations.
         tol: stop once the largest change of one step <= tol.
         linear_solver: "iterate" or "gmres" for the adjoint system (I - df/dx)^T u = g.
-        backward_steps, backward_tol: the backward limits; default `steps`, `tol`.
+        backward_steps: the most backward iterations; default `steps`.
+        backward_tol: the backward stopping tolerance; default `tol`.
 
     Returns:
         x*, like x0.

@@ -48,7 +48,7 @@ class SaveAt(eqx.Module):
     """Which steps `retrieve` records (like diffrax's `SaveAt`); the final state is always in
     `Solution.state`.
 
-    Args:
+    Attributes:
         every: record step 0 and every `every` steps after it (`steps` must be a multiple).
         steps: record exactly these step indices (0 is the start; each at most `steps`).
         states: also record the states (False: only their energies, for long trajectories).

@@ -69,7 +69,8 @@ class EnergyTransformer(eqx.Module):
         hopfield_beta: beta_hn of the softmax variant (unused for "relu").
         exclude_self: if True the attention sum runs over B != C (the paper's eq. 3); the default
             sums over every B, the paper's form.
-        gamma, eps: the layer norm's gain (> 0) and regulariser.
+        gamma: the layer norm's gain (> 0).
+        eps: the layer norm's regulariser.
         key: PRNG key for the weights (keyword only).
     """
 
@@ -271,7 +272,8 @@ class MaskedPatchET(eqx.Module):
         image_size: side S of the square single-channel images (28 for MNIST).
         patch_size: side p of the patches; must divide S (7 gives 16 tokens, 4 gives 49).
         dim: token dimension D.
-        steps, step_size: number of ET updates and alpha (arXiv:2302.07253: 12 and 0.1).
+        steps: number of ET updates (arXiv:2302.07253: 12).
+        step_size: alpha of each update (arXiv:2302.07253: 0.1).
         **block_kwargs: `num_heads`, `head_dim`, `num_memories`, `hopfield`, ... of
             `EnergyTransformer`.
         key: PRNG key (keyword only).
