@@ -19,6 +19,7 @@ FAST = [
     ("experiments/implicit_training.py", [], "implicit_training_quick.json"),
     ("experiments/hierarchical.py", [], "hierarchical_completion_quick.json"),
     ("experiments/competing_units.py", ["--no-progress"], "competing_units_quick.json"),
+    ("experiments/clustering.py", [], "clustering_quick.json"),
     ("experiments/mnist_dam.py", ["--degrees", "3"], "summary.json"),
     ("benchmarks/capacity_sweep.py", [], None),
     ("benchmarks/retrieval_throughput.py", [], None),

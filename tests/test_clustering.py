@@ -1,0 +1,74 @@
+"""Clustering as associative memory (ClAM, arXiv:2306.03209): the k-means limit, the dynamics,
+recovery of separated clusters, bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jamem.networks import clustering
+
+
+def blobs(key, *, centres=4, per_centre=100, dim=5, spread=0.3):
+    k1, k2 = jax.random.split(key)
+    means = 3.0 * jax.random.normal(k1, (centres, dim))
+    labels = jnp.repeat(jnp.arange(centres), per_centre)
+    return means[labels] + spread * jax.random.normal(k2, (centres * per_centre, dim)), labels, means
+
+
+def test_one_hard_step_is_the_kmeans_objective():
+    points, _, _ = blobs(jax.random.key(0))
+    prototypes = points[:6] + 0.1
+    loss = clustering.reconstruction_loss(prototypes, points, beta=1e4, steps=1, step_size=1.0)
+    assert float(loss) == pytest.approx(float(clustering.kmeans_objective(prototypes, points)), rel=1e-4)
+    # a soft beta blurs the settled point between prototypes, so it reconstructs worse than the hard limit
+    soft = clustering.reconstruction_loss(prototypes, points, beta=0.05, steps=1, step_size=1.0)
+    assert float(soft) > float(loss)
+
+
+def test_settling_is_the_written_out_update_and_lowers_the_energy():
+    points, _, _ = blobs(jax.random.key(1), per_centre=5)
+    prototypes, beta, eta = points[::4], 0.7, 0.3
+    x = points
+    for _ in range(3):
+        d2 = jnp.sum((x[:, None, :] - prototypes[None]) ** 2, -1)
+        x = (1 - eta) * x + eta * jax.nn.softmax(-0.5 * beta * d2, axis=-1) @ prototypes
+    settled = clustering.settle(prototypes, points, beta=beta, steps=3, step_size=eta)
+    np.testing.assert_allclose(settled, x, rtol=1e-5, atol=1e-5)
+    energy = jax.vmap(lambda s: clustering.GaussianKernelEnergy(beta)(s, prototypes))
+    assert bool(jnp.all(energy(settled) <= energy(points) + 1e-6))
+
+
+def test_fitted_prototypes_recover_separated_clusters():
+    points, labels, means = blobs(jax.random.key(2))
+    prototypes, losses = clustering.fit_prototypes(
+        points, num_clusters=4, beta=2.0, steps=3, epochs=40, batch_size=100, learning_rate=0.05, key=jax.random.key(3)
+    )
+    # down to what the true centres give (the loss of well-placed prototypes is the blobs' spread)
+    at_centres = float(clustering.reconstruction_loss(means, points, beta=2.0, steps=3))
+    assert losses[-1] < losses[0] and losses[-1] <= 1.02 * at_centres
+    found = np.asarray(clustering.assign(prototypes, points, beta=2.0, steps=3))
+    # the partition equals the true one up to relabelling
+    best = max(np.mean(np.asarray(perm)[found] == np.asarray(labels)) for perm in itertools.permutations(range(4)))
+    assert best == 1.0
+    # each prototype sits near a true centre
+    distances = jnp.min(jnp.linalg.norm(prototypes[:, None] - means[None], axis=-1), axis=1)
+    assert float(jnp.max(distances)) < 0.5
+
+
+def test_bad_input_is_refused_by_name():
+    points = jnp.ones((10, 3))
+    with pytest.raises(ValueError, match="`num_clusters`"):
+        clustering.fit_prototypes(points, num_clusters=11, beta=1.0, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="`beta`"):
+        clustering.fit_prototypes(points, num_clusters=2, beta=0.0, key=jax.random.key(0))
+    with pytest.raises((ValueError, TypeError), match="points"):  # jaxtyping, or our own check without it
+        clustering.assign(jnp.ones((2, 3)), jnp.ones((10, 4)), beta=1.0)
+    with pytest.raises(ValueError, match="`steps`"):
+        clustering.settle(jnp.ones((2, 3)), points, beta=1.0, steps=0)
+    with pytest.raises(ValueError, match="`points`"):
+        clustering.fit_prototypes(jnp.full((10, 3), jnp.nan), num_clusters=2, beta=1.0, key=jax.random.key(0))
