@@ -62,7 +62,8 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
         except Exception as err:  # noqa: BLE001 - any conversion failure is the caller's input
             raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.") from err
     dtype = np.dtype(x.dtype)
-    if dtype == np.bool_ or not (np.issubdtype(dtype, np.number)):
+    # jnp's issubdtype: numpy does not count bfloat16 (an ml_dtypes float) as a number
+    if dtype == np.bool_ or not (jnp.issubdtype(dtype, jnp.number)):
         raise TypeError(f"`{name}` must have a numeric dtype, got {dtype}.")
     if np.issubdtype(dtype, np.complexfloating):
         raise TypeError(f"`{name}` must be real, got {dtype}.")
@@ -74,7 +75,7 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
             )
     if any(s == 0 for s in x.shape):
         raise ValueError(f"`{name}` is empty (shape {tuple(x.shape)}).")
-    if not np.issubdtype(dtype, np.floating):
+    if not jnp.issubdtype(dtype, jnp.floating):
         x = jnp.asarray(x, dtype=jnp.float32)
     else:
         x = jnp.asarray(x)

@@ -72,3 +72,23 @@ def test_bad_input_is_refused_by_name():
         clustering.settle(jnp.ones((2, 3)), points, beta=1.0, steps=0)
     with pytest.raises(ValueError, match="`points`"):
         clustering.fit_prototypes(jnp.full((10, 3), jnp.nan), num_clusters=2, beta=1.0, key=jax.random.key(0))
+
+
+def test_distances_keep_their_precision_far_from_the_origin():
+    # |x|^2 - 2 x.rho + |rho|^2 in float32 at |x| ~ 1400 would lose these (it gave 0 and -0.125)
+    prototypes = jnp.array([[1000.0, 1000.0], [1001.0, 1001.0]])
+    points = jnp.array([[1000.9, 1000.9], [1000.1, 1000.1]])
+    want = np.array([[1.62, 0.02], [0.02, 1.62]])
+    np.testing.assert_allclose(clustering.squared_distances(points, prototypes), want, atol=2e-3)
+    assert float(clustering.kmeans_objective(prototypes, points)) == pytest.approx(0.02, abs=2e-3)
+    # integer input is converted, not wrapped around
+    ints = clustering.kmeans_objective(jnp.zeros((1, 3), jnp.int8), jnp.full((2, 3), 100, jnp.int8))
+    assert float(ints) == pytest.approx(30000.0)
+
+
+def test_bfloat16_points_settle():
+    points, _, _ = blobs(jax.random.key(4), per_centre=5)
+    low = clustering.settle(points[::4].astype(jnp.bfloat16), points.astype(jnp.bfloat16), beta=1.0, steps=2)
+    high = clustering.settle(points[::4], points, beta=1.0, steps=2)
+    assert low.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(low, np.float32), high, atol=0.1)

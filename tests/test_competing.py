@@ -90,9 +90,12 @@ def test_interrupted_training_resumes_bit_for_bit(tmp_path, monkeypatch):
             competing.train_competing_units(units, images, checkpoint_path=tmp_path / "b.ckpt", **other)
     with pytest.raises(ValueError, match="other settings or data"):
         competing.train_competing_units(units, images[::-1], checkpoint_path=tmp_path / "b.ckpt", **kwargs)
-    other_power = competing.CompetingUnits(num_units=8, num_visible=12, power=4.5, key=jax.random.key(6))
-    with pytest.raises(ValueError, match="other settings or data"):
-        competing.train_competing_units(other_power, images, checkpoint_path=tmp_path / "b.ckpt", **kwargs)
+    for other_units in (
+        competing.CompetingUnits(num_units=8, num_visible=12, power=4.5, key=jax.random.key(6)),
+        competing.CompetingUnits(num_units=8, num_visible=12, key=jax.random.key(9)),  # another start
+    ):
+        with pytest.raises(ValueError, match="other settings or data"):
+            competing.train_competing_units(other_units, images, checkpoint_path=tmp_path / "b.ckpt", **kwargs)
 
 
 def test_bad_input_is_refused_by_name(tmp_path):
@@ -121,8 +124,13 @@ def test_bad_input_is_refused_by_name(tmp_path):
         competing.train_competing_units(units.weights, images, epochs=1, key=jax.random.key(1))
     with pytest.raises(TypeError, match="units"):  # jaxtyping, or our own check without it
         competing.PowerFeatureClassifier(units.weights, key=jax.random.key(1))
-    with pytest.raises(ValueError, match="`power`"):
-        competing.CompetingUnits(num_units=5, num_visible=4, power=0.5, key=jax.random.key(0))
+    for power in (0.5, 100.0):
+        with pytest.raises(ValueError, match="`power`"):
+            competing.CompetingUnits(num_units=5, num_visible=4, power=power, key=jax.random.key(0))
+    with pytest.raises(FloatingPointError, match="`weights`"):
+        competing.competing_update(units.weights * 1e30, images, rank=2)
+    ints = competing.unit_currents(jnp.full((2, 4), 100, jnp.int8), jnp.full((1, 4), 100, jnp.int8), 2.0)
+    assert ints.dtype == jnp.float32 and float(ints[0, 0]) == pytest.approx(40000.0)
 
 
 def test_learned_units_beat_random_units_on_mnist(mnist):

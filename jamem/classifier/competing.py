@@ -24,9 +24,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray, Real
 
-from .._checks import as_float_array, check_positive, check_positive_int, check_writable
+from .._checks import as_float_array, check_positive, check_positive_int, check_writable, is_concrete
 from .train import _progress, data_fingerprint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 
 
@@ -35,29 +35,48 @@ def train_data_fingerprint(images: np.ndarray) -> dict:
     return data_fingerprint(images, np.zeros(0, np.int32))
 
 
+MAX_POWER = 16.0  # |W|^(p-1) of weights near 1 and p-norms stay finite in float32 well past this
+
+
 def _check_power(power) -> float:
-    if check_positive(power, name="power") < 1:
-        raise ValueError(f"`power` (p of the Lp metric) must be at least 1, got {power}.")
+    power = check_positive(power, name="power")
+    if not 1 <= power <= MAX_POWER:
+        raise ValueError(f"`power` (p of the Lp metric) must lie in [1, {MAX_POWER:g}], got {power}.")
     return float(power)
 
 
 def _check_rule(power, rank, anti_hebbian, num_units):
-    _check_power(power)
+    """(power, rank, anti_hebbian) checked and converted."""
+    power = _check_power(power)
     rank = check_positive_int(rank, name="rank", minimum=2)
     if rank > num_units:
         raise ValueError(f"`rank` must be at most the number of hidden units ({num_units}), got {rank}.")
-    check_positive(anti_hebbian, name="anti_hebbian", allow_zero=True)
-    return rank
+    return power, rank, float(check_positive(anti_hebbian, name="anti_hebbian", allow_zero=True))
 
 
-def unit_currents(weights: Float[Array, "K N"], images: Float[Array, "B N"], power: float) -> Float[Array, "B K"]:
+def _check_pair(weights, images):
+    weights = as_float_array(weights, name="weights", ndim=2)
+    images = as_float_array(images, name="images", ndim=2)
+    if images.shape[1] != weights.shape[1]:
+        raise ValueError(f"`images` have {images.shape[1]} pixels, the units {weights.shape[1]} weights each.")
+    return weights, images
+
+
+def unit_currents(
+    weights: Real[Array | np.ndarray, "K N"], images: Real[Array | np.ndarray, "B N"], power: float
+) -> Float[Array, "B K"]:
     """I_mu(v) = sum_i sgn(W_mu,i) |W_mu,i|^(p-1) v_i for every image and unit (arXiv:1806.10181)."""
+    weights, images = _check_pair(weights, images)
+    return _currents(weights, images, _check_power(power))
+
+
+def _currents(weights, images, power):
     return images @ (jnp.sign(weights) * jnp.abs(weights) ** (power - 1)).T
 
 
 def competing_update(
-    weights: Float[Array | np.ndarray, "K N"],
-    images: Float[Array | np.ndarray, "B N"],
+    weights: Real[Array | np.ndarray, "K N"],
+    images: Real[Array | np.ndarray, "B N"],
     *,
     power: float = 3.0,
     rank: int = 7,
@@ -68,16 +87,16 @@ def competing_update(
     dW_mu = sum_v g_mu(v) [v - I_mu(v) W_mu],   g = 1 for the strongest unit,
                                                 -anti_hebbian for the `rank`-th strongest.
     """
-    weights = as_float_array(weights, name="weights", ndim=2)
-    images = as_float_array(images, name="images", ndim=2)
-    if images.shape[1] != weights.shape[1]:
-        raise ValueError(f"`images` have {images.shape[1]} pixels, the units {weights.shape[1]} weights each.")
-    rank = _check_rule(power, rank, anti_hebbian, weights.shape[0])
-    return _update(weights, images, power, rank, anti_hebbian)
+    weights, images = _check_pair(weights, images)
+    power, rank, anti_hebbian = _check_rule(power, rank, anti_hebbian, weights.shape[0])
+    step = _update(weights, images, power, rank, anti_hebbian)
+    if is_concrete(step) and not bool(jnp.all(jnp.isfinite(step))):
+        raise FloatingPointError("The step overflowed float32: lower `power` or rescale `weights`.")
+    return step
 
 
 def _update(weights, images, power, rank, anti_hebbian):
-    currents = unit_currents(weights, images, power)
+    currents = _currents(weights, images, power)
     # The barrier keeps top_k whole: sliced at columns 0 and k-1 straight away, XLA's CPU backend
     # lowers it as a full sort of every row instead of its TopK kernel, 8x slower for K = 2000.
     values, ranked = jax.lax.optimization_barrier(jax.lax.top_k(currents, rank))  # strongest first
@@ -99,12 +118,13 @@ class CompetingUnits(eqx.Module):
     power: float = eqx.field(static=True)
 
     def __init__(self, *, num_units: int = 2000, num_visible: int = 784, power: float = 3.0, key: PRNGKeyArray):
-        check_positive_int(num_units, name="num_units")
-        check_positive_int(num_visible, name="num_visible")
+        num_units = check_positive_int(num_units, name="num_units")
+        num_visible = check_positive_int(num_visible, name="num_visible")
         self.power = _check_power(power)
         self.weights = jax.random.normal(key, (num_units, num_visible))  # the paper's N(0, 1) start
 
     def currents(self, image: Float[Array, " N"]) -> Float[Array, " K"]:
+        image = as_float_array(image, name="image", ndim=1)
         return unit_currents(self.weights, image[None], self.power)[0]
 
     def p_norms(self) -> Float[Array, " K"]:
@@ -126,7 +146,7 @@ def _epoch(units, images, key, learning_rate, batch_size, rank, anti_hebbian):
 
 def train_competing_units(
     units: CompetingUnits,
-    images: Float[Array | np.ndarray, "P N"],
+    images: Real[Array | np.ndarray, "P N"],
     *,
     epochs: int,
     learning_rate: float = 0.02,
@@ -149,11 +169,8 @@ def train_competing_units(
     epochs = check_positive_int(epochs, name="epochs")
     learning_rate = check_positive(learning_rate, name="learning_rate")
     batch_size = check_positive_int(batch_size, name="batch_size")
-    rank = _check_rule(units.power, rank, anti_hebbian, units.weights.shape[0])
-    anti_hebbian = float(anti_hebbian)
-    images = as_float_array(images, name="images", ndim=2)
-    if images.shape[1] != units.weights.shape[1]:
-        raise ValueError(f"`images` have {images.shape[1]} pixels, the units {units.weights.shape[1]} weights each.")
+    _, rank, anti_hebbian = _check_rule(units.power, rank, anti_hebbian, units.weights.shape[0])
+    start_weights, images = _check_pair(units.weights, images)
     if images.shape[0] < batch_size:
         raise ValueError(f"`images` holds {images.shape[0]} images, fewer than batch_size={batch_size}.")
     host_images = np.asarray(images)
@@ -164,8 +181,8 @@ def train_competing_units(
         )
     settings = dict(
         epochs=epochs, learning_rate=learning_rate, rank=rank, anti_hebbian=anti_hebbian, batch_size=batch_size,
-        units=list(units.weights.shape), power=units.power, key=np.asarray(jax.random.key_data(key)).tolist(),
-        data=train_data_fingerprint(host_images),
+        power=units.power, key=np.asarray(jax.random.key_data(key)).tolist(),
+        units=train_data_fingerprint(np.asarray(start_weights)), data=train_data_fingerprint(host_images),
     )  # fmt: skip
     history, start = [], 0
     if checkpoint_path is not None:
@@ -219,7 +236,7 @@ class PowerFeatureClassifier(eqx.Module):
     ):
         if not isinstance(units, CompetingUnits):
             raise TypeError(f"`units` must be CompetingUnits, got {type(units).__name__}.")
-        check_positive_int(num_classes, name="num_classes", minimum=2)
+        num_classes = check_positive_int(num_classes, name="num_classes", minimum=2)
         self.degree = check_positive(degree, name="degree")
         self.beta = check_positive(beta, name="beta")
         self.units = units
@@ -236,4 +253,4 @@ class PowerFeatureClassifier(eqx.Module):
         return self.beta * self.features(images) @ self.output.T
 
     def __call__(self, image: Float[Array, " N"]) -> Float[Array, " C"]:
-        return self.batch_logits(image[None])[0]
+        return self.batch_logits(as_float_array(image, name="image", ndim=1)[None])[0]

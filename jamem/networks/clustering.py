@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray, Real
 
 from .._checks import as_float_array, check_feature_dims, check_positive, check_positive_int
 from ..core.dynamics import GradientDescent, retrieve
@@ -87,21 +87,39 @@ def assign(
     """The cluster of every point: the prototype nearest to where the point settles."""
     memories, points = _check(memories, points, beta, steps, step_size)
     settled = _settle(memories, points, beta, steps, step_size)
-    return jnp.argmin(squared_distances(settled, memories), axis=-1)
+    return jnp.argmin(_squared_distances(settled, memories), axis=-1)
 
 
-def squared_distances(points: Float[Array, "B N"], memories: Float[Array, "K N"]) -> Float[Array, "B K"]:
-    """|x - rho_mu|^2 for every point and prototype, as one matmul (may round slightly below 0)."""
-    return jnp.sum(points**2, -1)[:, None] - 2 * points @ memories.T + jnp.sum(memories**2, -1)[None, :]
+def squared_distances(
+    points: Real[Array | np.ndarray, "B N"], memories: Real[Array | np.ndarray, "K N"]
+) -> Float[Array, "B K"]:
+    """|x - rho_mu|^2 for every point and prototype, >= 0.
+
+    As one matmul, |x|^2 - 2 x . rho + |rho|^2, after moving the origin to the prototypes' mean:
+    the form's float32 error grows with the norms, so data far from the origin would lose its
+    small distances (1000 + 0.1 against 1000 + 0.9 came out 0 apart without the shift)."""
+    points = as_float_array(points, name="points", ndim=2)
+    memories = as_float_array(memories, name="memories", ndim=2)
+    check_feature_dims(points[0], memories, state_name="points", memories_name="memories")
+    return _squared_distances(points, memories)
 
 
-def kmeans_objective(memories: Float[Array, "K N"], points: Float[Array, "B N"]) -> Float[Array, ""]:
+def _squared_distances(points, memories):
+    centre = jnp.mean(memories, axis=0, keepdims=True)
+    points, memories = points - centre, memories - centre
+    squared = jnp.sum(points**2, -1)[:, None] - 2 * points @ memories.T + jnp.sum(memories**2, -1)[None, :]
+    return jnp.maximum(squared, 0.0)
+
+
+def kmeans_objective(
+    memories: Real[Array | np.ndarray, "K N"], points: Real[Array | np.ndarray, "B N"]
+) -> Float[Array, ""]:
     """mean_x min_mu |x - rho_mu|^2, the limit of `reconstruction_loss` (eta = 1, one step, beta -> inf)."""
-    return jnp.mean(jnp.maximum(jnp.min(squared_distances(points, memories), axis=-1), 0.0))
+    return jnp.mean(jnp.min(squared_distances(points, memories), axis=-1))
 
 
 def fit_prototypes(
-    points: Float[Array | np.ndarray, "P N"],
+    points: Real[Array | np.ndarray, "P N"],
     *,
     num_clusters: int,
     beta: float,
@@ -146,4 +164,6 @@ def fit_prototypes(
         order = jax.random.permutation(jax.random.fold_in(key_order, e), points.shape[0])
         memories, opt_state = epoch(memories, opt_state, order[: batches * batch_size].reshape(batches, batch_size))
         losses.append(float(full_loss(memories)))
+        if not np.isfinite(losses[-1]):
+            raise FloatingPointError(f"The loss became non-finite in epoch {e + 1}; lower `learning_rate`.")
     return memories, losses
