@@ -26,13 +26,20 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, Real
 
-from .._checks import as_float_array, check_positive, check_positive_int, check_writable, is_concrete
+from .._checks import (
+    as_float_array,
+    check_feature_dims,
+    check_positive,
+    check_positive_int,
+    check_writable,
+    is_concrete,
+)
 from .train import _progress, data_fingerprint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 
 
-def train_data_fingerprint(images: np.ndarray) -> dict:
-    """`jamem.train.data_fingerprint` of unlabelled images."""
-    return data_fingerprint(images, np.zeros(0, np.int32))
+def _fingerprint(array: np.ndarray) -> dict:
+    """`jamem.train.data_fingerprint` of an unlabelled array (images, or the units' start)."""
+    return data_fingerprint(array, np.zeros(0, np.int32))
 
 
 MAX_POWER = 16.0  # |W|^(p-1) of weights near 1 and p-norms stay finite in float32 well past this
@@ -57,8 +64,7 @@ def _check_rule(power, rank, anti_hebbian, num_units):
 def _check_pair(weights, images):
     weights = as_float_array(weights, name="weights", ndim=2)
     images = as_float_array(images, name="images", ndim=2)
-    if images.shape[1] != weights.shape[1]:
-        raise ValueError(f"`images` have {images.shape[1]} pixels, the units {weights.shape[1]} weights each.")
+    check_feature_dims(images, weights, state_name="images", memories_name="weights")
     return weights, images
 
 
@@ -182,7 +188,7 @@ def train_competing_units(
     settings = dict(
         epochs=epochs, learning_rate=learning_rate, rank=rank, anti_hebbian=anti_hebbian, batch_size=batch_size,
         power=units.power, key=np.asarray(jax.random.key_data(key)).tolist(),
-        units=train_data_fingerprint(np.asarray(start_weights)), data=train_data_fingerprint(host_images),
+        units=_fingerprint(np.asarray(start_weights)), data=_fingerprint(host_images),
     )  # fmt: skip
     history, start = [], 0
     if checkpoint_path is not None:
