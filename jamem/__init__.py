@@ -5,7 +5,7 @@ The package has four layers, each importing only the ones before it:
 - `jamem.core`: separation functions, energies, Lagrangians, the dynamics engine `retrieve`
   and its adjoints, capacity experiments, exact-arithmetic references;
 - `jamem.networks`: two-layer and hierarchical memories, the Energy Transformer, random
-  features;
+  features, clustering and sequence memories;
 - `jamem.classifier`: the DenseAM classifier, its training, prototypes, adversarial attacks and
   the MNIST job;
 - `jamem.tooling`: data, plots, provenance (which import no other layer) and the CLI (on top).
@@ -33,10 +33,12 @@ from .core import separation as separation
 from .core.adjoints import DirectAdjoint as DirectAdjoint
 from .core.adjoints import ImplicitAdjoint as ImplicitAdjoint
 from .core.adjoints import fixed_point as fixed_point
+from .core.dynamics import AbstractMap as AbstractMap
 from .core.dynamics import AbstractSolver as AbstractSolver
 from .core.dynamics import AsyncBinary as AsyncBinary
 from .core.dynamics import EulerFlow as EulerFlow
 from .core.dynamics import GradientDescent as GradientDescent
+from .core.dynamics import Iterate as Iterate
 from .core.dynamics import SaveAt as SaveAt
 from .core.dynamics import Solution as Solution
 from .core.dynamics import SyncBinary as SyncBinary
@@ -57,10 +59,12 @@ from .core.separation import as_separation as as_separation
 from .networks import energy_transformer as energy_transformer
 from .networks import hierarchical as hierarchical
 from .networks import random_features as random_features
+from .networks import sequence as sequence
 from .networks import two_layer as two_layer
 from .networks.energy_transformer import EnergyTransformer as EnergyTransformer
 from .networks.energy_transformer import MaskedPatchET as MaskedPatchET
 from .networks.random_features import RandomFeatureMemory as RandomFeatureMemory
+from .networks.sequence import SequenceMemory as SequenceMemory
 from .tooling import data as data
 from .tooling import plots as plots
 from .tooling import provenance as provenance

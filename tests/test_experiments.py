@@ -20,6 +20,7 @@ FAST = [
     ("experiments/hierarchical.py", [], "hierarchical_completion_quick.json"),
     ("experiments/competing_units.py", ["--no-progress"], "competing_units_quick.json"),
     ("experiments/clustering.py", [], "clustering_quick.json"),
+    ("experiments/sequence_capacity.py", [], "sequence_capacity_quick.json"),
     ("experiments/mnist_dam.py", ["--degrees", "3"], "summary.json"),
     ("benchmarks/capacity_sweep.py", [], None),
     ("benchmarks/retrieval_throughput.py", [], None),

@@ -8,9 +8,10 @@ runs one query (batch with `jax.vmap`) by descending `energy(state, params)`. Li
 - the state `x0` is any pytree of arrays (a hierarchical network passes its layer states as a
   tuple), with a matching pytree `mask` of clamped entries;
 - `solver`: `AsyncBinary` (the asynchronous sign rule of Krotov & Hopfield 2016,
-  arXiv:1606.01164, eq. 3), `SyncBinary`, `GradientDescent` (x <- x - eta grad E) or `EulerFlow`
+  arXiv:1606.01164, eq. 3), `SyncBinary`, `GradientDescent` (x <- x - eta grad E), `EulerFlow`
   (x <- x + dt dx/dt with the energy's own neuron dynamics, e.g. tau dx/dt = - dE/dg of Krotov
-  2021, arXiv:2107.06446);
+  2021, arXiv:2107.06446), or `Iterate` (x <- next_state(x) for an `AbstractMap`, a
+  system with no energy, such as a sequence memory);
 - the stopping rule: `tol=None` runs exactly `steps` steps, for every solver; a number stops
   once the largest change in one step is <= tol (a sweep flipping nothing at tol = 0 for the
   binary rules, whose default it is);
@@ -87,18 +88,18 @@ class Solution(eqx.Module):
 
     Attributes:
         state: the final state (the pytree structure of `x0`).
-        energy: its energy.
+        energy: its energy (None for an `AbstractMap`, which has none).
         num_steps: steps (sweeps for binary rules) actually taken.
         converged: True when the stopping rule (`tol`) was met within `steps`; with `tol=None`,
             True.
         ts: the recorded step indices (`saveat`), shape (T,), or None.
         trajectory: the recorded states, each leaf with a leading axis of length T, or None.
             After an early stop, rows for later steps repeat the final state.
-        trajectory_energy: their energies, shape (T,), or None.
+        trajectory_energy: their energies, shape (T,), or None (also for an `AbstractMap`).
     """
 
     state: PyTree[Float[Array, ...]]
-    energy: Float[Array, ""]
+    energy: Float[Array, ""] | None
     num_steps: Int[Array, ""]
     converged: Bool[Array, ""]
     ts: Int[Array, " T"] | None
@@ -233,6 +234,33 @@ class EulerFlow(AbstractSolver):
             velocity = jax.tree.map(jnp.negative, grad)
         new = _move(state, velocity, self.dt, clamped)
         return new, _largest_change(new, state), value
+
+
+class AbstractMap(eqx.Module):
+    """A discrete-time system x <- next_state(x, params) with no energy: a sequence memory steps
+    from each stored pattern to the next (`jamem.networks.sequence`), which no energy descent does.
+    `retrieve` runs it with the `Iterate` solver; its `Solution` then has no energies.
+    """
+
+    @abc.abstractmethod
+    def next_state(self, state, params):
+        """The state one step later."""
+
+    def check_params(self, params) -> None:
+        """Raise a clear error if `params` is not what this system takes (before any work)."""
+
+
+class Iterate(AbstractSolver):
+    """x <- `system.next_state(x, params)` for an `AbstractMap` (clamped entries never move). The
+    change is the largest absolute coordinate change, so `tol=0` stops at a fixed point."""
+
+    binary: ClassVar[bool] = False
+
+    def step(self, energy, state, params, clamped, key):
+        del key
+        new = energy.next_state(state, params)
+        new = jax.tree.map(lambda x, n, c: jnp.where(c, x, n).astype(x.dtype), state, new, clamped)
+        return new, _largest_change(new, state), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +406,8 @@ def _check_params(params, x0, energy):
                     f"{tuple(x0.shape)}; batch states with jax.vmap."
                 )
             check_feature_dims(x0, params, memories_name="params")
+        if isinstance(energy, AbstractMap):
+            energy.check_params(params)
         return params
     arrays = [leaf for leaf in jax.tree.leaves(params) if eqx.is_array(leaf)]
     if not arrays and not isinstance(params, eqx.Module):
@@ -385,7 +415,7 @@ def _check_params(params, x0, energy):
     for leaf in arrays:
         if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.all(np.isfinite(leaf)):
             raise ValueError("`params` contains NaN or infinite values.")
-    if isinstance(energy, AbstractEnergy):
+    if isinstance(energy, (AbstractEnergy, AbstractMap)):
         energy.check_params(params)
     return params
 
@@ -443,13 +473,14 @@ def retrieve(
 
     Args:
         energy: E(state, params) -> scalar: a `jamem` energy (`DenseEnergy`, `LogSumExpEnergy`,
-            a network's energy, ...) or any pure function.
+            a network's energy, ...) or any pure function; or an `AbstractMap` (a system with no
+            energy, such as a sequence memory) with `solver=Iterate()`.
         x0: the query: an array, or a pytree of arrays (one per layer, say); for the binary rules
             one +-1 vector (N,). Batch with `jax.vmap`.
         params: what the energy takes besides the state: the memories (K, N) for the memory
             energies, a network module for network energies, any pytree, or None.
         solver: `GradientDescent(step_size)` (the default), `EulerFlow(dt)`, `AsyncBinary()` or
-            `SyncBinary()`.
+            `SyncBinary()`; `Iterate()` for an `AbstractMap` passed as `energy`.
         steps: the most steps (sweeps for the binary rules).
         tol: None runs exactly `steps` steps; a number stops at the first step whose largest
             change is <= tol. Default: 0 for the binary rules (stop at the first sweep that
@@ -475,10 +506,18 @@ def retrieve(
     solver = GradientDescent() if solver is None else solver
     if not isinstance(solver, AbstractSolver):
         raise TypeError(
-            f"`solver` must be a jamem solver (AsyncBinary, SyncBinary, GradientDescent, EulerFlow), "
+            f"`solver` must be a jamem solver (AsyncBinary, SyncBinary, GradientDescent, EulerFlow, Iterate), "
             f"got {type(solver).__name__}."
         )
-    if not callable(energy):
+    is_map = isinstance(energy, AbstractMap)
+    if is_map != isinstance(solver, Iterate):
+        raise TypeError(
+            f"`energy` is a {type(energy).__name__} (a system without an energy): run it with solver=Iterate()."
+            if is_map
+            else "`solver=Iterate()` steps an AbstractMap (a system without an energy, e.g. a sequence memory); "
+            f"`energy` is a {type(energy).__name__}: descend it with GradientDescent, EulerFlow or a binary rule."
+        )
+    if not is_map and not callable(energy):
         raise TypeError(f"`energy` must be a callable E(state, params), got {type(energy).__name__}.")
     adjoint = DirectAdjoint() if adjoint is None else adjoint
     if not isinstance(adjoint, AbstractAdjoint):
@@ -499,9 +538,9 @@ def retrieve(
     clamped = _check_mask(mask, x0)
     key = _check_key(key, solver)
     _check_precision(energy, x0, params)
-    if isinstance(adjoint, ImplicitAdjoint) and (solver.binary or tol is None or schedule is not None):
+    if isinstance(adjoint, ImplicitAdjoint) and (solver.binary or is_map or tol is None or schedule is not None):
         raise ValueError(
-            "`ImplicitAdjoint` differentiates the fixed point: it needs a continuous solver, a `tol` and no "
+            "`ImplicitAdjoint` differentiates the fixed point: it needs an energy, a continuous solver, a `tol` and no "
             "`saveat` trajectory (use DirectAdjoint to differentiate through recorded steps)."
         )
 
@@ -509,7 +548,8 @@ def retrieve(
         return solver.step(energy, state, params, clamped, k)
 
     def energy_of(state):
-        return energy(state, params)
+        # a map has no energy: a placeholder the loops carry and the Solution drops (XLA removes it)
+        return jnp.zeros((), _dtype(state)) if is_map else energy(state, params)
 
     if isinstance(adjoint, ImplicitAdjoint):
         final, num_steps, converged = adjoint.solve(solver, energy, x0, params, clamped, steps=steps, tol=tol)
@@ -517,7 +557,7 @@ def retrieve(
     elif tol is None:
         final, states, energies = _fixed_steps(
             step, energy_of, x0, steps=steps, key=key, schedule=schedule, save_states=saveat.states,
-            step_energies=not solver.binary,
+            step_energies=not (solver.binary or is_map),
         )  # fmt: skip
         num_steps, converged = jnp.asarray(steps), jnp.asarray(True)
     else:
@@ -535,6 +575,11 @@ def retrieve(
     final = eqx.error_if(
         final, ~state_finite, "retrieve: the state is not finite (a step size too large, or " + overflow + ")"
     )
+    if is_map:
+        return Solution(
+            state=final, energy=None, num_steps=num_steps, converged=converged,
+            ts=None if schedule is None else jnp.asarray(schedule), trajectory=states, trajectory_energy=None,
+        )  # fmt: skip
     final_energy = energy_of(final)
     final_energy = eqx.error_if(
         final_energy, ~jnp.isfinite(final_energy), f"retrieve: the energy is not finite ({overflow})"

@@ -216,31 +216,85 @@ def gap_sign(
         >>> float(gap_sign(jm.Power(30), plus, minus))
         1.0
     """
-    eps = float(jnp.finfo(plus.dtype).eps)
     everything = jnp.ones(plus.shape, bool)
     if reference is None:
         reference = separation.reference(plus, minus, everything)
-    count = plus.shape[0]
     high, low, terms = _scaled_terms(separation, plus, minus, reference)
-    # An accurate sum (Rump, Ogita & Oishi 2008, extraction): with |terms| <= 2 (`scaled` is at
-    # most 1 at a valid reference), the parts rounded to multiples of ulp(grid) sum exactly, so
-    # the summation error is second order and the bound below does not grow with K. The rounding
-    # is a power-of-two scaling and `round` (both exact), not (grid + terms) - grid, which would
-    # need a barrier against XLA's simplifier and so a second pass over the terms.
+    total, certain = _accurate_total(separation, terms, jnp.abs(high) + jnp.abs(low), jnp.sum, plus.dtype)
+
+    def terms_at(remaining):
+        reference = separation.reference(plus, minus, remaining)
+        return jnp.where(remaining, _scaled_terms(separation, plus, minus, reference)[2], 0.0)
+
+    # a memory with plus = minus adds exactly 0
+    return _decide_by_levels(terms_at, plus != minus, certain, jnp.sign(total), plus.dtype)
+
+
+def signed_sums_sign(
+    separation: AbstractSeparation, values: Float[Array, " K"], signs: Float[Array, "K M"]
+) -> Float[Array, " M"]:
+    """sign( sum_mu s_mu,m F(v_mu) ) in {-1, 0, +1} for every column m of `signs` (entries -1, 0, +1).
+
+    The field of a sequence memory (`jamem.networks.sequence`): with v the overlaps of the state
+    with the memories and column i of `signs` bit i of their successors. Decided as `gap_sign`
+    decides: an accurate sum (here two matmuls shared by all columns) at the scale of the largest
+    term, with a float32 error bound; columns within the bound (or whose terms underflow) are
+    compared level by level, so the sign is the one exact arithmetic gives.
+    """
+    everything = jnp.ones(values.shape, bool)
+    scaled = separation.scaled(values, separation.reference(values, values, everything))  # (K,)
+
+    # with s = +-1 the split of s F into coarse and fine parts is s times the split of F: two matvecs
+    # (HIGHEST: an accelerator's default f32 matmul may round its inputs to TF32, losing the exactness)
+    def total_of(parts):
+        return jnp.matmul(parts, signs, precision=jax.lax.Precision.HIGHEST)
+
+    total, certain = _accurate_total(separation, scaled, jnp.abs(scaled), total_of, values.dtype)
+    certain = jnp.broadcast_to(certain, total.shape)
+
+    def column(column_signs, column_certain, column_total):
+        def terms_at(remaining):
+            reference = separation.reference(values, values, remaining)
+            return jnp.where(remaining, column_signs * separation.scaled(values, reference), 0.0)
+
+        return _decide_by_levels(terms_at, column_signs != 0, column_certain, jnp.sign(column_total), values.dtype)
+
+    return jax.vmap(column, in_axes=(1, 0, 0))(signs, certain, total)
+
+
+def _accurate_total(separation, terms, magnitudes, total_of, dtype):
+    """sum_mu terms_mu (`total_of(parts)` sums parts of the terms, here or after a +-1 matmul) and
+    whether its sign is certain.
+
+    An accurate sum (Rump, Ogita & Oishi 2008, extraction): with |terms| <= 2 (`scaled` is at
+    most 1 at a valid reference), the parts rounded to multiples of ulp(grid) sum exactly, so the
+    summation error is second order and the bound below does not grow with K. The rounding is a
+    power-of-two scaling and `round` (both exact), not (grid + terms) - grid, which would need a
+    barrier against XLA's simplifier and so a second pass over the terms. `magnitudes`: |F(.)|
+    of everything that went into the terms, for their own rounding error.
+    """
+    eps = float(jnp.finfo(dtype).eps)
+    count = terms.shape[0]
     grid = 2.0 ** (int(np.ceil(np.log2(count + 2))) + 1)
     unit = grid * eps
     coarse = jnp.round(terms * (1 / unit)) * unit
-    total = jnp.sum(coarse) + jnp.sum(terms - coarse)
+    total = total_of(coarse) + total_of(terms - coarse)
     # each term's own rounding (a few ulps per operation), the fine parts' sum, terms flushed to 0
-    error = eps * (4 * separation.rounding_steps + 8) * jnp.sum(jnp.abs(high) + jnp.abs(low))
-    error = error + 4 * count * eps * eps * grid + 4 * count * float(jnp.finfo(plus.dtype).tiny)
+    error = eps * (4 * separation.rounding_steps + 8) * jnp.sum(magnitudes)
+    error = error + 4 * count * eps * eps * grid + 4 * count * float(jnp.finfo(dtype).tiny)
     certain = jnp.abs(total) > error  # False for inf / NaN too
     if not separation.scaled_is_bounded:
         certain = certain & (jnp.max(jnp.abs(terms)) <= 2)
+    return total, certain
+
+
+def _decide_by_levels(terms_at, active, certain, sign, dtype):
+    """The sign where `certain`; otherwise compare the terms level by level (`terms_at(remaining)`:
+    the terms of the memories still `remaining`, at the scale of their largest, 0 elsewhere)."""
+    eps = float(jnp.finfo(dtype).eps)
 
     def level(remaining):
-        reference = separation.reference(plus, minus, remaining)
-        terms = jnp.where(remaining, _scaled_terms(separation, plus, minus, reference)[2], 0.0)
+        terms = terms_at(remaining)
         size = jnp.abs(terms)
         top = jnp.max(size)
         # Equal terms are equal up to a few ulps, not bitwise: XLA may contract F(plus) - F(minus)
@@ -253,8 +307,7 @@ def gap_sign(
         sign = jnp.where(net != 0, jnp.sign(jnp.sum(terms)), 0.0)
         return remaining & ~at_top, decided, sign
 
-    start = (plus != minus, certain, jnp.sign(total))  # a memory with plus = minus adds exactly 0
-    _, _, sign = jax.lax.while_loop(lambda carry: ~carry[1], lambda carry: level(carry[0]), start)
+    _, _, sign = jax.lax.while_loop(lambda carry: ~carry[1], lambda carry: level(carry[0]), (active, certain, sign))
     return sign
 
 
