@@ -159,3 +159,62 @@ def test_bad_input_is_refused_before_any_work(key):
         sequence.recall(jm.DenseEnergy(jm.Power(2)), patterns[0], patterns, steps=2)
     with pytest.raises(ValueError, match="num_memories"):
         sequence.transition_error_probability(100, 0, 2)
+
+
+def _pattern(dim, first, overlap):
+    """A +-1 pattern with first bit `first` and overlap `overlap` with the all-ones state."""
+    plus = (dim - 1 + overlap - first) // 2
+    return np.array([first] + [1] * plus + [-1] * (dim - 1 - plus), np.float32)
+
+
+def test_a_tie_beyond_float32_integers_is_settled_exactly_and_otherwise_refused():
+    # 21^3 + 257^3 = 167^3 + 231^3 (a taxicab identity): bit 0's field is exactly 0, but 257^3 is
+    # not a float32 integer, so the rounded terms do not cancel; integer arithmetic settles it
+    dim = 257
+    patterns = np.stack([_pattern(dim, -1, 21), _pattern(dim, 1, 257), _pattern(dim, 1, 167), _pattern(dim, -1, 231)])
+    state = np.ones(dim, np.float32)
+    exact = literal_step(patterns, state, 3)
+    assert exact[0] == 1.0  # the exact rule keeps the bit
+    memory = sequence.SequenceMemory(jm.Power(3))
+    solution = jm.retrieve(memory, state, patterns, solver=jm.Iterate(), steps=1)
+    np.testing.assert_array_equal(solution.state, exact)
+    batched = jax.vmap(lambda x: memory.next_state(x, jnp.asarray(patterns)))(jnp.stack([state, -state]))
+    np.testing.assert_array_equal(batched[0], exact)
+    # F = exp(beta z) has no exact form: sums that differ by 8 beta^2 (beta = 1e-3) are refused, not guessed
+    values, signs = jnp.array([1.0, 7.0, 3.0, 5.0]), jnp.array([[1.0], [1.0], [-1.0], [-1.0]])
+    with pytest.raises(Exception, match="near tie float32 cannot decide"):
+        signed_sums_sign(jm.Exponential(1e-3), values, signs).block_until_ready()
+    # a tie in integers small enough to be exact, 1^2 + 7^2 = 5^2 + 5^2 (the largest term alone, not
+    # cancelled), is decided as one: the bit is kept
+    small = 13
+    patterns = np.stack([_pattern(small, -1, 1), _pattern(small, 1, 7), _pattern(small, 1, 5), _pattern(small, -1, 5)])
+    state = np.ones(small, np.float32)
+    exact = literal_step(patterns, state, 2)
+    assert exact[0] == 1.0
+    field = sum(int(np.roll(patterns, -1, 0)[m, 0]) * int(patterns[m] @ state) ** 2 for m in range(4))
+    assert field == 0
+    got = sequence.SequenceMemory(jm.Power(2)).next_state(jnp.asarray(state), jnp.asarray(patterns))
+    np.testing.assert_array_equal(got, exact)
+
+
+def test_half_precision_is_decided_in_float32(key):
+    rng = np.random.default_rng(5)
+    patterns = rng.choice([-1.0, 1.0], size=(100, 101)).astype(np.float32)
+    cue = patterns[0] * np.where(rng.random(101) < 0.2, -1, 1)
+    exact = literal_step(patterns, cue, 1)
+    memory = sequence.SequenceMemory(jm.Power(1))
+    for dtype in (jnp.float16, jnp.bfloat16):
+        state = jm.retrieve(
+            memory, jnp.asarray(cue, dtype), jnp.asarray(patterns, dtype), solver=jm.Iterate(), steps=1
+        ).state
+        assert state.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(state, np.float32), exact)
+
+
+def test_missing_or_malformed_arguments_name_themselves(key):
+    patterns = random_patterns(key, num_patterns=5, dim=16)
+    memory = sequence.SequenceMemory(jm.Power(2))
+    with pytest.raises(ValueError, match="params"):
+        jm.retrieve(memory, patterns[0], None, solver=jm.Iterate())
+    with pytest.raises(ValueError, match="x0"):
+        jm.retrieve(memory, (patterns[0], patterns[1]), patterns, solver=jm.Iterate())

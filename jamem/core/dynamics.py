@@ -249,6 +249,9 @@ class AbstractMap(eqx.Module):
     def check_params(self, params) -> None:
         """Raise a clear error if `params` is not what this system takes (before any work)."""
 
+    def check_state(self, x0) -> None:
+        """Raise a clear error if `x0` is not a state of this system (before any work)."""
+
 
 class Iterate(AbstractSolver):
     """x <- `system.next_state(x, params)` for an `AbstractMap` (clamped entries never move). The
@@ -392,7 +395,11 @@ def _check_state(x0, *, binary: bool):
 
 
 def _check_params(params, x0, energy):
+    if isinstance(energy, AbstractMap):
+        energy.check_state(x0)
     if params is None:
+        if isinstance(energy, AbstractMap):
+            energy.check_params(None)
         return None
     if hasattr(params, "dtype") or (isinstance(params, (list, tuple)) and _numeric(params)):
         params = as_float_array(params, name="params")

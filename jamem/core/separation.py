@@ -26,6 +26,7 @@ Any plain callable F works too: wrap it with `as_separation`.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable
 
 import equinox as eqx
@@ -76,6 +77,18 @@ class AbstractSeparation(eqx.Module):
         del memories
         return None
 
+    @property
+    def integer_power(self) -> tuple[int, bool] | None:
+        """(n, rectified) where F(x) = x^n or max(x, 0)^n: F of an integer is then an integer, and a
+        near tie float32 cannot settle is settled in exact integer arithmetic (None: it is refused)."""
+        return None
+
+    def exactly_summable(self, values: Float[Array, " K"], where: Bool[Array, " K"]) -> Bool[Array, ""]:
+        """Whether `scaled` of `values` (where `where`) and any signed sum of them are exact in
+        float32, so a computed 0 is a true tie (default: never known)."""
+        del values, where
+        return jnp.asarray(False)
+
 
 def _power_reference(values, where, degree: int):
     """The reference of a power F: the largest |argument| where `where` (1 if none is positive),
@@ -109,6 +122,19 @@ class _AbstractPowerSeparation(AbstractSeparation):
         # states fall below float32's range at it (x^n with x / bound ~ 0.03), so each comparison
         # takes its own largest term instead.
         return overlap_scale(memories) if self.degree <= 10 else None
+
+    @property
+    def integer_power(self):
+        return self.degree, isinstance(self, RectifiedPower)
+
+    def exactly_summable(self, values, where):
+        # integers whose n-th powers sum below 2^24 (float32's significand): every term and every
+        # partial sum is then an exact integer (the reference is a power of two: scaling keeps it)
+        values = jnp.abs(jnp.where(where, values, 0.0))
+        largest = jnp.maximum(jnp.max(values, initial=0.0), 1.0)
+        log_sum = self.degree * jnp.log2(largest) + jnp.log2(jnp.sum((values / largest) ** self.degree))
+        fits = log_sum < jnp.finfo(values.dtype).nmant
+        return fits & jnp.all(values == jnp.round(values))
 
 
 class Power(_AbstractPowerSeparation):
@@ -203,9 +229,12 @@ def gap_sign(
     term: terms of equal size and opposite sign cancel exactly, and where the largest terms all
     cancel (two memories tied in overlap, say) the rest are compared again at their own scale. So a
     decision that rests on terms 10^-60 times smaller than the cancelled ones is still taken as
-    exact arithmetic takes it. Only two different sums closer than about K float32 ulps of the
-    largest remaining term, or two terms closer than 16 ulps, can be mistaken for each other: for
-    +-1 memories and states neither happens (checked against integer arithmetic in the tests).
+    exact arithmetic takes it. A level whose largest terms do not cancel decides by the sign of its
+    sum where that sum is further from 0 than its rounding error, or exact (integers whose n-th
+    powers sum below 2^24). What is left, a near tie beyond float32's exact integers (say
+    21^3 + 257^3 = 167^3 + 231^3), is settled in exact integer arithmetic on the host where F is an
+    integer power of integer arguments (+-1 memories and states), and refused with an error
+    otherwise. Two terms closer than 16 ulps count as equal (distinct +-1 overlaps are far apart).
 
     Example: the two largest terms cancel exactly, and the rest (10^-43 times smaller at n = 30)
     decides, as integer arithmetic does:
@@ -223,11 +252,15 @@ def gap_sign(
     total, certain = _accurate_total(separation, terms, jnp.abs(high) + jnp.abs(low), jnp.sum, plus.dtype)
 
     def terms_at(remaining):
-        reference = separation.reference(plus, minus, remaining)
-        return jnp.where(remaining, _scaled_terms(separation, plus, minus, reference)[2], 0.0)
+        high, low, terms = _scaled_terms(separation, plus, minus, separation.reference(plus, minus, remaining))
+        exact = separation.exactly_summable(plus, remaining) & separation.exactly_summable(minus, remaining)
+        return jnp.where(remaining, terms, 0.0), jnp.where(remaining, jnp.abs(high) + jnp.abs(low), 0.0), exact
 
     # a memory with plus = minus adds exactly 0
-    return _decide_by_levels(terms_at, plus != minus, certain, jnp.sign(total), plus.dtype)
+    sign = _decide_by_levels(separation, terms_at, plus != minus, certain, jnp.sign(total), plus.dtype)
+    values = jnp.concatenate([plus, minus])
+    weights = jnp.concatenate([jnp.ones_like(plus), -jnp.ones_like(minus)])[:, None]
+    return _settle_undecided(separation, values, weights, sign[None])[0]
 
 
 def signed_sums_sign(
@@ -239,7 +272,8 @@ def signed_sums_sign(
     with the memories and column i of `signs` bit i of their successors. Decided as `gap_sign`
     decides: an accurate sum (here two matmuls shared by all columns) at the scale of the largest
     term, with a float32 error bound; columns within the bound (or whose terms underflow) are
-    compared level by level, so the sign is the one exact arithmetic gives.
+    compared level by level, and a near tie float32 cannot settle is settled in integer arithmetic
+    (integer powers of integer overlaps) or refused: the sign is the one exact arithmetic gives.
     """
     everything = jnp.ones(values.shape, bool)
     scaled = separation.scaled(values, separation.reference(values, values, everything))  # (K,)
@@ -254,12 +288,16 @@ def signed_sums_sign(
 
     def column(column_signs, column_certain, column_total):
         def terms_at(remaining):
-            reference = separation.reference(values, values, remaining)
-            return jnp.where(remaining, column_signs * separation.scaled(values, reference), 0.0)
+            scaled = jnp.where(
+                remaining, separation.scaled(values, separation.reference(values, values, remaining)), 0.0
+            )
+            return column_signs * scaled, jnp.abs(scaled), separation.exactly_summable(values, remaining)
 
-        return _decide_by_levels(terms_at, column_signs != 0, column_certain, jnp.sign(column_total), values.dtype)
+        active = column_signs != 0
+        return _decide_by_levels(separation, terms_at, active, column_certain, jnp.sign(column_total), values.dtype)
 
-    return jax.vmap(column, in_axes=(1, 0, 0))(signs, certain, total)
+    sign = jax.vmap(column, in_axes=(1, 0, 0))(signs, certain, total)
+    return _settle_undecided(separation, values, signs, sign)
 
 
 def _accurate_total(separation, terms, magnitudes, total_of, dtype):
@@ -288,13 +326,21 @@ def _accurate_total(separation, terms, magnitudes, total_of, dtype):
     return total, certain
 
 
-def _decide_by_levels(terms_at, active, certain, sign, dtype):
-    """The sign where `certain`; otherwise compare the terms level by level (`terms_at(remaining)`:
-    the terms of the memories still `remaining`, at the scale of their largest, 0 elsewhere)."""
-    eps = float(jnp.finfo(dtype).eps)
+UNDECIDED = 2.0  # what _decide_by_levels returns for a sum float32 cannot sign
 
-    def level(remaining):
-        terms = terms_at(remaining)
+
+def _decide_by_levels(separation, terms_at, active, certain, sign, dtype):
+    """The sign where `certain`; otherwise compare the terms level by level. `terms_at(remaining)`:
+    (the terms of the memories still `remaining` at the scale of their largest, 0 elsewhere; the
+    magnitudes of what went into them; whether the level's sums are exact). A level whose largest
+    terms do not cancel decides by the sign of its sum, when that sum is further from 0 than its
+    rounding error, or exact; otherwise the result is `UNDECIDED`."""
+    eps = float(jnp.finfo(dtype).eps)
+    count = active.shape[0]
+
+    def level(carry):
+        remaining = carry[0]
+        terms, magnitudes, exact = terms_at(remaining)
         size = jnp.abs(terms)
         top = jnp.max(size)
         # Equal terms are equal up to a few ulps, not bitwise: XLA may contract F(plus) - F(minus)
@@ -302,12 +348,61 @@ def _decide_by_levels(terms_at, active, certain, sign, dtype):
         # different terms differ by far more (a factor ((r+1)/r)^(n-1) between overlaps r, r+1).
         at_top = remaining & (size >= top * (1 - 16 * eps))
         net = jnp.sum(jnp.where(at_top, jnp.sign(terms), 0.0))
+        total = jnp.sum(terms)
+        # each term's own rounding plus a recursive sum's (K - 1) ulps: a plain bound, as levels are rare
+        error = eps * (4 * separation.rounding_steps + 8 + count) * jnp.sum(magnitudes) + count * float(
+            jnp.finfo(dtype).tiny
+        )
+        known = exact | (jnp.abs(total) > error)
         # the largest terms decide unless they cancel exactly; then compare the rest afresh
         decided = (net != 0) | (top == 0) | ~jnp.any(remaining & ~at_top)
-        sign = jnp.where(net != 0, jnp.sign(jnp.sum(terms)), 0.0)
+        sign = jnp.where(net != 0, jnp.where(known, jnp.sign(total), UNDECIDED), 0.0)
         return remaining & ~at_top, decided, sign
 
-    _, _, sign = jax.lax.while_loop(lambda carry: ~carry[1], lambda carry: level(carry[0]), (active, certain, sign))
+    _, _, sign = jax.lax.while_loop(lambda carry: ~carry[1], level, (active, certain, sign))
+    return sign
+
+
+def _settle_undecided(separation, values, weights, sign):
+    """Settle the entries of `sign` (shape (M,)) that are UNDECIDED: sign(sum_mu w_mu,m F(v_mu)) in
+    exact integer arithmetic on the host where F is an integer power of integers, else an error.
+
+    A while loop, not a cond: under vmap a cond runs both branches, so the host would be called for
+    every decision; the loop's body runs only when some entry is undecided (rarely: a near tie
+    beyond float32's exact integers, e.g. 21^3 + 257^3 = 167^3 + 231^3).
+    """
+    power = separation.integer_power
+
+    def exact(carry):
+        sign, _ = carry
+        if power is None:
+            return sign, jnp.asarray(True)
+        shape = jax.ShapeDtypeStruct(sign.shape, sign.dtype)
+        settled = jax.pure_callback(
+            functools.partial(_exact_signs, degree=power[0], rectified=power[1]), shape, values, weights, sign,
+            vmap_method="broadcast_all",
+        )  # fmt: skip
+        return settled, jnp.asarray(True)
+
+    sign, _ = jax.lax.while_loop(lambda carry: ~carry[1], exact, (sign, ~jnp.any(sign == UNDECIDED)))
+    return eqx.error_if(
+        sign,
+        sign == UNDECIDED,
+        f"a near tie float32 cannot decide: two different sums of F = {separation} agree to within rounding, "
+        "and F is not an integer power of integer arguments, so exact arithmetic cannot settle it",
+    )
+
+
+def _exact_signs(values, weights, sign, *, degree, rectified):
+    """Host side of `_settle_undecided`: values (..., K), weights (..., K, M), sign (..., M)."""
+    values, weights, sign = np.asarray(values), np.asarray(weights), np.array(sign)
+    for index in zip(*np.nonzero(sign == UNDECIDED)):
+        v, w = values[index[:-1]], weights[index[:-1]][:, index[-1]]
+        if not np.all(np.isfinite(v)) or not np.all(v == np.round(v)):
+            continue  # stays UNDECIDED: refused
+        terms = [max(int(z), 0) if rectified else int(z) for z in v]
+        total = sum(int(c) * z**degree for c, z in zip(w, terms) if c != 0)
+        sign[index] = (total > 0) - (total < 0)
     return sign
 
 

@@ -44,9 +44,12 @@ from ..core.separation import AbstractSeparation, as_separation, signed_sums_sig
 class SequenceMemory(AbstractMap):
     """x <- Sign[ sum_mu xi^(mu+1) F(xi^mu . x) ] (arXiv:2306.04532), a tie keeping the bit.
 
-    `params` are the patterns of the sequence in order, shape (K, N), entries +-1. The sign is the
-    one exact arithmetic gives (`jamem.core.separation.signed_sums_sign`), for any degree: at
-    n = 30 the terms are compared at the scale of the largest, never overflowing float32.
+    `params` are the patterns of the sequence in order, shape (K, N), entries +-1. The cue may be
+    any real vector (a 0 marks an unknown bit: it adds nothing to the overlaps, and stays 0 only
+    where the field is exactly 0); every later state is +-1. The sign is the one exact arithmetic
+    gives (`jamem.core.separation.signed_sums_sign`), for any degree: at n = 30 the terms are
+    compared at the scale of the largest, never overflowing float32; a near tie that float32
+    cannot settle raises an error instead of guessing.
 
     Args:
         separation: F, e.g. `Power(3)` or `Exponential(beta)`.
@@ -59,9 +62,9 @@ class SequenceMemory(AbstractMap):
 
     def __init__(self, separation, *, cyclic: bool = True):
         self.separation = as_separation(separation)
-        if not isinstance(cyclic, bool):
+        if not isinstance(cyclic, (bool, np.bool_)):
             raise TypeError(f"`cyclic` must be True or False, got {cyclic!r}.")
-        self.cyclic = cyclic
+        self.cyclic = bool(cyclic)
 
     def check_params(self, params) -> None:
         if not hasattr(params, "ndim") or params.ndim != 2 or params.shape[0] < 2:
@@ -72,6 +75,12 @@ class SequenceMemory(AbstractMap):
         if is_concrete(params) and not np.all(np.abs(np.asarray(params)) == 1):
             raise ValueError("`params` (the sequence) must contain only -1 and +1 entries.")
 
+    def check_state(self, x0) -> None:
+        if not hasattr(x0, "ndim") or x0.ndim != 1:
+            raise ValueError(
+                f"`x0` (the cue) must be one vector of shape (N,), got {getattr(x0, 'shape', type(x0).__name__)}."
+            )
+
     def transitions(self, memories: Float[Array, "K N"]) -> tuple[Float[Array, "M N"], Float[Array, "M N"]]:
         """(keys, successors): pattern mu and the pattern it leads to, for every stored transition."""
         if self.cyclic:
@@ -79,8 +88,10 @@ class SequenceMemory(AbstractMap):
         return memories[:-1], memories[1:]
 
     def next_state(self, state: Float[Array, " N"], params: Float[Array, "K N"]) -> Float[Array, " N"]:
-        keys, successors = self.transitions(params)
-        signs = signed_sums_sign(self.separation, overlaps(state, keys), successors)
+        # decided in float32 at least: float16 overlaps of a few hundred bits are already rounded
+        wide = jnp.promote_types(state.dtype, jnp.float32)
+        keys, successors = self.transitions(params.astype(wide))
+        signs = signed_sums_sign(self.separation, overlaps(state.astype(wide), keys), successors)
         return jnp.where(signs > 0, 1.0, jnp.where(signs < 0, -1.0, state)).astype(state.dtype)
 
 
@@ -135,7 +146,8 @@ def _cycle_recalled(memory, patterns):
 
 def transition_error_probability(dim: IntLike, num_memories: IntLike, degree: IntLike) -> float:
     """P = Phi_c( sqrt(N^n / ((2n-1)!! (K-1))) ): one bit of one transition of F = z^n goes wrong
-    (Gaussian noise, large N; see the module docstring). 0.0 for K = 1 (no noise)."""
+    (Gaussian noise, large N; see the module docstring). K is the number of stored transitions (the
+    number of patterns of a cyclic memory, one fewer for `cyclic=False`). 0.0 for K = 1."""
     n = check_degree(degree, minimum=1)
     dim = check_positive_int(dim, name="dim")
     num_memories = check_positive_int(num_memories, name="num_memories")
