@@ -1,6 +1,6 @@
 """Sequence capacity of Dense Associative Memory (Chaudhry et al. 2023, arXiv:2306.04532) against its theory.
 
-A cycle of K random +-1 patterns of N = 100 bits is stored as the transitions xi^mu -> xi^(mu+1)
+A cycle of K random +-1 patterns of N = 64 bits is stored as the transitions xi^mu -> xi^(mu+1)
 of `jamem.SequenceMemory` with F(z) = z^n. For each n and K, over --seeds random sequences:
 
 - the measured transition error: the fraction of bits wrong one step after each stored pattern,
@@ -13,7 +13,7 @@ n = 1 is the classical asymmetric rule (capacity a fraction of N); each degree m
 number of transitions held by about N / (2n+1). F = exp(z) (`Exponential`) is shown at the largest
 K of the sweep. Writes results/sequence_capacity.json and .png. Usage:
 
-    python experiments/sequence_capacity.py          # a few minutes on 2 CPU cores
+    python experiments/sequence_capacity.py          # about 10 minutes on 2 CPU cores
     python experiments/sequence_capacity.py --quick
 """
 
@@ -44,7 +44,7 @@ def measure(memory, dim, count, seeds, key):
 
 def main(argv=None):
     parser = experiment_parser(__doc__.splitlines()[0])
-    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--degrees", default="1,2,3")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--points", type=int, default=10, help="values of K per degree (log-spaced)")
@@ -57,9 +57,9 @@ def main(argv=None):
     curves = []
     for degree in [int(d) for d in args.degrees.split(",")]:
         memory = sequence.SequenceMemory(jm.Power(degree))
-        # K from where whole cycles are recalled (P ~ 1e-6) to where a tenth of the bits fail
+        # K from where whole cycles are recalled (P ~ 1e-6) to where one bit in 20 fails
         low = _count_at(dim, degree, 1e-6)
-        high = _count_at(dim, degree, 0.1)
+        high = _count_at(dim, degree, 0.05)
         counts = sorted({int(c) for c in np.geomspace(low, high, args.points).round()})
         rows = []
         for count in counts:

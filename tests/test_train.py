@@ -292,6 +292,10 @@ def test_paper_and_compressed_schedules():
         assert short.epochs == epochs and short.temperature_ramp_epochs == train.COMPRESSED_RAMP_EPOCHS
         assert (short.temperature_initial, short.loss_power, short.momentum) == (300.0, 3, 0.9)
     assert train.preset(3, schedule="compressed", learning_rate_decay=0.99).learning_rate_decay == 0.99
+    # the compressed schedule's own choices per degree, and only there; explicit overrides still win
+    assert train.preset(30, schedule="compressed").learning_rate == 0.04
+    assert train.preset(30).learning_rate == 0.01
+    assert train.preset(30, schedule="compressed", learning_rate=0.02).learning_rate == 0.02
     with pytest.raises(ValueError, match="schedule"):
         train.preset(3, schedule="fast")
 
