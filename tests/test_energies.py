@@ -184,3 +184,13 @@ def test_lse_chunks_by_itself_at_large_k():
     one_piece = jm.LogSumExpEnergy(3.0, chunk_size=None)
     np.testing.assert_allclose(auto(x, xi), one_piece(x, xi), rtol=1e-5)
     np.testing.assert_allclose(jax.grad(auto)(x, xi), jax.grad(one_piece)(x, xi), rtol=1e-4, atol=1e-6)
+
+
+def test_gap_sign_settles_a_tie_beyond_float32_integers_exactly():
+    # 257^3 + 21^3 = 231^3 + 167^3: the float32 sums differ by 2 (257^3 is rounded); integers tie
+    plus, minus = jnp.array([257.0, 21.0]), jnp.array([231.0, 167.0])
+    assert float(jnp.sum(plus**3) - jnp.sum(minus**3)) != 0.0
+    assert gap_sign(jm.Power(3), plus, minus) == 0.0
+    assert gap_sign(jm.Power(3), plus.at[1].set(23.0), minus) == 1.0
+    batched = jax.vmap(lambda p: gap_sign(jm.Power(3), p, minus))(jnp.stack([plus, plus.at[1].set(19.0)]))
+    np.testing.assert_array_equal(batched, [0.0, -1.0])
