@@ -88,7 +88,7 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
 def check_binary(x, *, name: str) -> None:
     """Entries must be exactly -1 or +1 (concrete arrays only)."""
     if is_concrete(x) and not np.all(np.abs(np.asarray(x)) == 1):
-        raise ValueError(f"`{name}` must contain only -1 and +1 entries for a binary rule.")
+        raise ValueError(f"`{name}` must contain only -1 and +1 entries.")
 
 
 def check_feature_dims(state, memories, *, state_name: str = "x0", memories_name: str = "memories") -> None:

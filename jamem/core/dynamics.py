@@ -395,11 +395,7 @@ def _check_state(x0, *, binary: bool):
 
 
 def _check_params(params, x0, energy):
-    if isinstance(energy, AbstractMap):
-        energy.check_state(x0)
     if params is None:
-        if isinstance(energy, AbstractMap):
-            energy.check_params(None)
         return None
     if hasattr(params, "dtype") or (isinstance(params, (list, tuple)) and _numeric(params)):
         params = as_float_array(params, name="params")
@@ -413,8 +409,6 @@ def _check_params(params, x0, energy):
                     f"{tuple(x0.shape)}; batch states with jax.vmap."
                 )
             check_feature_dims(x0, params, memories_name="params")
-        if isinstance(energy, AbstractMap):
-            energy.check_params(params)
         return params
     arrays = [leaf for leaf in jax.tree.leaves(params) if eqx.is_array(leaf)]
     if not arrays and not isinstance(params, eqx.Module):
@@ -422,7 +416,7 @@ def _check_params(params, x0, energy):
     for leaf in arrays:
         if jnp.issubdtype(leaf.dtype, jnp.inexact) and not np.all(np.isfinite(leaf)):
             raise ValueError("`params` contains NaN or infinite values.")
-    if isinstance(energy, (AbstractEnergy, AbstractMap)):
+    if isinstance(energy, AbstractEnergy):
         energy.check_params(params)
     return params
 
@@ -534,6 +528,9 @@ def retrieve(
         raise TypeError(f"`saveat` must be a jamem.SaveAt, got {type(saveat).__name__}.")
     x0 = _check_state(x0, binary=solver.binary)
     params = _check_params(params, x0, energy)
+    if is_map:  # a map checks its whole state and params, arrays and None included
+        energy.check_state(x0)
+        energy.check_params(params)
     steps = check_positive_int(steps, name="steps")
     schedule = saveat.schedule(steps)
     if isinstance(tol, str):

@@ -258,9 +258,11 @@ def gap_sign(
 
     # a memory with plus = minus adds exactly 0
     sign = _decide_by_levels(separation, terms_at, plus != minus, certain, jnp.sign(total), plus.dtype)
-    values = jnp.concatenate([plus, minus])
-    weights = jnp.concatenate([jnp.ones_like(plus), -jnp.ones_like(minus)])[:, None]
-    return _settle_undecided(separation, values, weights, sign[None])[0]
+
+    def as_signed_sum():  # sum F(plus) - F(minus) as sum w F(v), built only if a tie needs it
+        return jnp.concatenate([plus, minus]), jnp.concatenate([jnp.ones_like(plus), -jnp.ones_like(minus)])[:, None]
+
+    return _settle_undecided(separation, as_signed_sum, sign[None])[0]
 
 
 def signed_sums_sign(
@@ -297,7 +299,7 @@ def signed_sums_sign(
         return _decide_by_levels(separation, terms_at, active, column_certain, jnp.sign(column_total), values.dtype)
 
     sign = jax.vmap(column, in_axes=(1, 0, 0))(signs, certain, total)
-    return _settle_undecided(separation, values, signs, sign)
+    return _settle_undecided(separation, lambda: (values, signs), sign)
 
 
 def _accurate_total(separation, terms, magnitudes, total_of, dtype):
@@ -363,28 +365,25 @@ def _decide_by_levels(separation, terms_at, active, certain, sign, dtype):
     return sign
 
 
-def _settle_undecided(separation, values, weights, sign):
-    """Settle the entries of `sign` (shape (M,)) that are UNDECIDED: sign(sum_mu w_mu,m F(v_mu)) in
-    exact integer arithmetic on the host where F is an integer power of integers, else an error.
+def _settle_undecided(separation, signed_sum, sign):
+    """Settle the entries of `sign` (shape (M,)) that are UNDECIDED: sign(sum_mu w_mu,m F(v_mu)),
+    with (v, w) = `signed_sum()`, in exact integer arithmetic on the host where F is an integer
+    power of integers, else an error.
 
     A while loop, not a cond: under vmap a cond runs both branches, so the host would be called for
-    every decision; the loop's body runs only when some entry is undecided (rarely: a near tie
-    beyond float32's exact integers, e.g. 21^3 + 257^3 = 167^3 + 231^3).
+    every decision; the loop's body (and `signed_sum`) runs only when some entry is undecided
+    (rarely: a near tie beyond float32's exact integers, e.g. 21^3 + 257^3 = 167^3 + 231^3).
     """
     power = separation.integer_power
+    if power is not None:
 
-    def exact(carry):
-        sign, _ = carry
-        if power is None:
-            return sign, jnp.asarray(True)
-        shape = jax.ShapeDtypeStruct(sign.shape, sign.dtype)
-        settled = jax.pure_callback(
-            functools.partial(_exact_signs, degree=power[0], rectified=power[1]), shape, values, weights, sign,
-            vmap_method="broadcast_all",
-        )  # fmt: skip
-        return settled, jnp.asarray(True)
+        def exact(carry):
+            shape = jax.ShapeDtypeStruct(carry[0].shape, carry[0].dtype)
+            settle = functools.partial(_exact_signs, degree=power[0], rectified=power[1])
+            settled = jax.pure_callback(settle, shape, *signed_sum(), carry[0], vmap_method="broadcast_all")
+            return settled, jnp.asarray(True)
 
-    sign, _ = jax.lax.while_loop(lambda carry: ~carry[1], exact, (sign, ~jnp.any(sign == UNDECIDED)))
+        sign, _ = jax.lax.while_loop(lambda carry: ~carry[1], exact, (sign, ~jnp.any(sign == UNDECIDED)))
     return eqx.error_if(
         sign,
         sign == UNDECIDED,

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._checks import IntLike, as_float_array, check_degree, check_positive_int, is_concrete
+from .._checks import IntLike, as_float_array, check_binary, check_degree, check_positive_int
 from ..core.capacity import double_factorial
 from ..core.dynamics import AbstractMap, Iterate, SaveAt, retrieve
 from ..core.energies import overlaps
@@ -72,8 +72,7 @@ class SequenceMemory(AbstractMap):
                 f"`params` (the sequence) must have shape (K, N) with K >= 2 patterns, got "
                 f"{getattr(params, 'shape', type(params).__name__)}."
             )
-        if is_concrete(params) and not np.all(np.abs(np.asarray(params)) == 1):
-            raise ValueError("`params` (the sequence) must contain only -1 and +1 entries.")
+        check_binary(params, name="params")
 
     def check_state(self, x0) -> None:
         if not hasattr(x0, "ndim") or x0.ndim != 1:
