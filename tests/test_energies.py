@@ -52,6 +52,19 @@ def test_gaussian_kernel_gradient_closed_form(key):
     np.testing.assert_allclose(grad, v - weights @ xi, rtol=1e-5, atol=1e-5)
 
 
+def test_gaussian_kernel_at_low_temperature_under_jit():
+    # beta |v - xi|^2 ~ 6e11: a fused multiply-subtract once left every softmax weight 0 under jit
+    # (a NaN gradient); the nearest memory must take all the weight, and the value stay exact
+    xi = jax.random.uniform(jax.random.key(7), (10, 784), minval=-1.0, maxval=1.0)
+    v = 80.0 * jax.random.normal(jax.random.key(8), (784,))
+    energy = jm.GaussianKernelEnergy(1 / 0.002**2)
+    value, grad = jax.jit(jax.value_and_grad(energy))(v, xi)
+    sq_dist = np.sum((np.asarray(xi, np.float64) - np.asarray(v, np.float64)) ** 2, axis=-1)
+    nearest = int(np.argmin(sq_dist))
+    np.testing.assert_allclose(grad, v - xi[nearest], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(value, 0.5 * sq_dist[nearest], rtol=1e-6)
+
+
 def test_log_sum_relu_gradient_closed_form(key):
     xi = jnp.array([[0.0, 0.0], [1.0, 0.2], [0.1, 1.1]])
     q = jnp.array([0.3, 0.2])

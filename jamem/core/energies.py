@@ -311,8 +311,21 @@ class GaussianKernelEnergy(AbstractEnergy):
         return True
 
     def __call__(self, state, memories):
-        sq_dist = jnp.sum((memories - state[None, :]) ** 2, axis=-1)
-        return -jax.nn.logsumexp(-0.5 * self.beta * sq_dist) / self.beta
+        return gaussian_kernel_energy(state, memories, self.beta)
+
+
+def gaussian_kernel_energy(
+    state: Float[Array, " N"], memories: Float[Array, "K N"], beta: Float[Array, ""] | float
+) -> Float[Array, ""]:
+    """E(v) = - (1/beta) log sum_mu exp(- beta/2 |v - xi^mu|^2) with `beta` an argument, not a
+    hyperparameter: it may be traced, as when it follows a noise level (`jamem.networks.diffusion`).
+    Its gradient is v - sum_mu softmax_mu(- beta/2 |v - xi^mu|^2) xi^mu at every beta."""
+    sq_dist = jnp.sum((memories - state[None, :]) ** 2, axis=-1)
+    # Shifted by the nearest distance before scaling, so the largest exponent is exactly 0: with
+    # beta |v - xi|^2 ~ 1e11, XLA's fused multiply-subtract in logsumexp's own shift left every
+    # exponent at -1e4 or below under jit, all weights 0 and a NaN gradient.
+    nearest = jax.lax.stop_gradient(jnp.min(sq_dist))
+    return 0.5 * nearest - jax.nn.logsumexp(-0.5 * beta * (sq_dist - nearest)) / beta
 
 
 class LogSumReLUEnergy(AbstractEnergy):
