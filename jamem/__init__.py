@@ -56,6 +56,7 @@ from .core.separation import Exponential as Exponential
 from .core.separation import Power as Power
 from .core.separation import RectifiedPower as RectifiedPower
 from .core.separation import as_separation as as_separation
+from .networks import diffusion as diffusion
 from .networks import energy_transformer as energy_transformer
 from .networks import hierarchical as hierarchical
 from .networks import random_features as random_features

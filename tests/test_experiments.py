@@ -21,6 +21,7 @@ FAST = [
     ("experiments/competing_units.py", ["--no-progress"], "competing_units_quick.json"),
     ("experiments/clustering.py", [], "clustering_quick.json"),
     ("experiments/sequence_capacity.py", [], "sequence_capacity_quick.json"),
+    ("experiments/diffusion_memory.py", [], "diffusion_memory_quick.json"),
     ("experiments/mnist_dam.py", ["--degrees", "3"], "summary.json"),
     ("benchmarks/capacity_sweep.py", [], None),
     ("benchmarks/retrieval_throughput.py", [], None),

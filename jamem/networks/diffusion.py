@@ -1,0 +1,168 @@
+"""Diffusion seen as associative memory (Ambrogioni 2023, arXiv:2309.17290; Hoover et al. 2023,
+"Memory in Plain Sight", arXiv:2309.16750).
+
+Smoothing the stored images xi^1, ..., xi^K with Gaussian noise of scale sigma gives the density
+p_sigma(x) = (1/K) sum_mu N(x; xi^mu, sigma^2 I), and
+
+    log p_sigma(x) = - E_sigma(x) / sigma^2 + const,
+    E_sigma(x) = - sigma^2 log sum_mu exp( - |x - xi^mu|^2 / (2 sigma^2) ),
+
+the Gaussian-kernel DenseAM energy at beta = 1 / sigma^2 (`GaussianKernelEnergy`). Its gradient is
+x - D_sigma(x), where
+
+    D_sigma(x) = sum_mu softmax_mu( - |x - xi^mu|^2 / (2 sigma^2) ) xi^mu          (`denoise`)
+
+is the ideal denoiser (Tweedie: D_sigma = x + sigma^2 grad log p_sigma), the function a diffusion
+model trained to optimality on these K images learns. So one gradient step of size 1 on the memory
+energy is one denoising, and the deterministic sampler of a variance-exploding diffusion, the
+probability-flow ODE with sigma(t) = t (Karras et al. 2022, arXiv:2206.00364),
+
+    dx/dsigma = (x - D_sigma(x)) / sigma = grad E_sigma(x) / sigma,
+
+taken in Euler steps sigma -> r sigma, is
+
+    x <- x - (1 - r) grad E_sigma(x),   sigma <- r sigma                      (`ProbabilityFlow`):
+
+gradient descent on a DenseAM energy whose temperature sigma^2 falls geometrically, an annealed
+retrieval. Started from x ~ N(0, sigma_max^2 I) and run to sigma -> 0 it ends on one of the stored
+images, each with probability 1/K (`generate`): a diffusion model with the ideal denoiser only
+memorises, its attractors are the memories. Generating new images needs a denoiser that cannot
+represent D_sigma exactly (Pham et al. 2025, arXiv:2505.21777).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, ScalarLike
+
+from .._checks import IntLike, as_float_array, check_feature_dims, check_positive, check_positive_int, is_concrete
+from ..core.dynamics import AbstractMap, Iterate, retrieve
+from ..core.energies import gaussian_kernel_energy
+
+Vector = Float[Array | np.ndarray, " N"]
+Memories = Float[Array | np.ndarray, "K N"]
+
+
+def score(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
+    """grad log p_sigma(x) = - grad E_sigma(x) / sigma^2 = (D_sigma(x) - x) / sigma^2 (`jax.grad` of the energy)."""
+    x, memories, sigma = _checked(x, memories, sigma)
+    return -_energy_gradient(x, memories, sigma) / sigma**2
+
+
+def denoise(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
+    """D_sigma(x) = x - grad E_sigma(x) = sum_mu softmax_mu(-|x - xi^mu|^2 / (2 sigma^2)) xi^mu: the ideal
+    denoiser, one modern-Hopfield step of size 1 on the Gaussian-kernel energy at beta = 1 / sigma^2."""
+    x, memories, sigma = _checked(x, memories, sigma)
+    return x - _energy_gradient(x, memories, sigma)
+
+
+def _checked(x, memories, sigma):
+    x = as_float_array(x, name="x", ndim=1)
+    memories = as_float_array(memories, name="memories", ndim=2)
+    check_feature_dims(x, memories)
+    return x, memories.astype(x.dtype), jnp.asarray(check_positive(sigma, name="sigma"), x.dtype)
+
+
+def _energy_gradient(x, memories, sigma):
+    return jax.grad(gaussian_kernel_energy)(x, memories, 1.0 / sigma**2)
+
+
+class ProbabilityFlow(AbstractMap):
+    """One Euler step of the probability-flow ODE dx/dsigma = grad E_sigma(x) / sigma from sigma to
+    sigma' = max(ratio sigma, sigma_min) (arXiv:2206.00364 with sigma(t) = t; the memory reading of
+    arXiv:2309.16750):
+
+        x <- x - (1 - sigma'/sigma) grad E_sigma(x) = x + (sigma' - sigma) (x - D_sigma(x)) / sigma.
+
+    The state is the pair (x, sigma), x of shape (N,) and sigma a scalar; `params` are the memories
+    (K, N). At sigma_min the step is 0, so `retrieve(..., tol=0)` stops there. `generate` runs it.
+
+    Args:
+        ratio: r in (0, 1), the factor by which sigma falls per step.
+        sigma_min: the smallest noise level, > 0.
+    """
+
+    ratio: float = eqx.field(static=True)
+    sigma_min: float = eqx.field(static=True)
+
+    def __init__(self, ratio: ScalarLike, *, sigma_min: ScalarLike):
+        ratio = check_positive(ratio, name="ratio")
+        if not ratio < 1:
+            raise ValueError(f"`ratio` must lie in (0, 1): sigma falls each step, got {ratio}.")
+        self.ratio = ratio
+        self.sigma_min = check_positive(sigma_min, name="sigma_min")
+
+    def check_state(self, x0) -> None:
+        if not (isinstance(x0, (tuple, list)) and len(x0) == 2):
+            raise ValueError(f"`x0` must be the pair (x, sigma) of a ProbabilityFlow, got {type(x0).__name__}.")
+        x, sigma = x0
+        if x.ndim != 1 or sigma.ndim != 0:
+            raise ValueError(
+                f"`x0` must be (x of shape (N,), a scalar sigma), got shapes {tuple(x.shape)} and {tuple(sigma.shape)}."
+            )
+        if is_concrete(sigma) and not float(sigma) >= self.sigma_min:
+            raise ValueError(f"`x0`'s sigma must be at least sigma_min = {self.sigma_min}, got {float(sigma)}.")
+
+    def check_params(self, params) -> None:
+        if not hasattr(params, "ndim") or params.ndim != 2:
+            got = getattr(params, "shape", type(params).__name__)
+            raise ValueError(f"`params` (the memories) must have shape (K, N), got {got}.")
+
+    def next_state(self, state, params):
+        x, sigma = state
+        lower = jnp.maximum(self.ratio * sigma, self.sigma_min).astype(sigma.dtype)
+        x = x - (1 - lower / sigma) * _energy_gradient(x, params.astype(x.dtype), sigma)
+        return x, lower
+
+
+def generate(
+    noise: Vector,
+    memories: Memories,
+    *,
+    sigma_max: ScalarLike = 80.0,
+    sigma_min: ScalarLike = 0.002,
+    steps: IntLike = 100,
+    denoise_last: bool = True,
+) -> Float[Array, " N"]:
+    """A sample of the diffusion model whose denoiser is the memory's (`denoise`): from
+    x = sigma_max * noise, `steps` `ProbabilityFlow` steps with sigma falling geometrically to
+    sigma_min (`jamem.retrieve` with `Iterate()`), then, with `denoise_last`, the final denoising
+    x <- D_sigma_min(x) (the last step to sigma = 0). Batch with `jax.vmap` over `noise`.
+
+    With sigma_max well above the spread of the memories and enough steps the sample is a stored
+    memory, each with probability 1/K (the ideal denoiser memorises; arXiv:2309.17290).
+
+    Args:
+        noise: a standard-normal vector (N,), e.g. `jax.random.normal(key, (N,))`.
+        memories: the stored images (K, N), the training set of the diffusion model.
+        sigma_max: the noise level at the start (EDM's default for images in [-1, 1],
+            arXiv:2206.00364).
+        sigma_min: the noise level at the end (ibid.).
+        steps: Euler steps from sigma_max to sigma_min.
+        denoise_last: finish with D_sigma_min(x).
+    """
+    noise = as_float_array(noise, name="noise", ndim=1)
+    memories = as_float_array(memories, name="memories", ndim=2)
+    check_feature_dims(noise, memories, state_name="noise")
+    sigma_max = check_positive(sigma_max, name="sigma_max")
+    sigma_min = check_positive(sigma_min, name="sigma_min")
+    if not sigma_min < sigma_max:
+        raise ValueError(f"`sigma_min` must be below `sigma_max`, got {sigma_min} and {sigma_max}.")
+    steps = check_positive_int(steps, name="steps")
+    if not isinstance(denoise_last, (bool, np.bool_)):
+        raise TypeError(f"`denoise_last` must be True or False, got {denoise_last!r}.")
+    flow = ProbabilityFlow((sigma_min / sigma_max) ** (1.0 / steps), sigma_min=sigma_min)
+    start = (sigma_max * noise, jnp.asarray(sigma_max, noise.dtype))
+    x, sigma = retrieve(flow, start, memories, solver=Iterate(), steps=steps, tol=None).state
+    return x - _energy_gradient(x, memories.astype(x.dtype), sigma) if denoise_last else x
+
+
+def nearest_memory(x: Vector, memories: Memories) -> tuple[Int[Array, ""], Float[Array, ""]]:
+    """(mu, |x - xi^mu|) for the stored memory closest to x."""
+    x, memories, _ = _checked(x, memories, 1.0)
+    distances = jnp.sqrt(jnp.sum((memories - x[None, :]) ** 2, axis=-1))
+    index = jnp.argmin(distances)
+    return index, distances[index]
