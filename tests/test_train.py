@@ -295,6 +295,8 @@ def test_paper_and_compressed_schedules():
     # the compressed schedule's own choices per degree, and only there; explicit overrides still win
     assert train.preset(30, schedule="compressed").learning_rate == 0.04
     assert train.preset(20, schedule="compressed").learning_rate == 0.04
+    assert train.preset(8, schedule="compressed").learning_rate == 0.04
+    assert train.preset(8).learning_rate == 0.02
     assert train.preset(30).learning_rate == train.preset(20).learning_rate == 0.01
     assert train.preset(3, schedule="compressed").learning_rate == train.preset(3).learning_rate
     assert train.preset(30, schedule="compressed", learning_rate=0.02).learning_rate == 0.02
