@@ -39,8 +39,8 @@ def check_degree(degree, *, name: str = "degree", minimum: int = 1) -> int:
     return check_positive_int(degree, name=name, minimum=minimum)
 
 
-def check_positive(value, *, name: str, allow_zero: bool = False) -> float:
-    """A finite real number > 0 (or >= 0)."""
+def check_positive(value, *, name: str, allow_zero: bool = False) -> float | jax.Array:
+    """A finite real number > 0 (or >= 0); a traced value is returned unchecked."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         if is_concrete(value) and np.ndim(value) == 0:
             value = float(value)

@@ -128,6 +128,20 @@ def test_generate_vmap_equals_loop_and_jit_equals_eager():
     )
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_inputs_are_computed_in_float32(dtype):
+    # float16 overflows |x - xi|^2 (784 pixels at sigma 80) and 1/sigma^2 below sigma = 0.004
+    memories = jax.random.uniform(jax.random.key(2), (10, 784), minval=-1.0, maxval=1.0)
+    noise = jax.random.normal(jax.random.key(3), (784,))
+    low = diffusion.generate(noise.astype(dtype), memories.astype(dtype), steps=40)
+    assert low.dtype == dtype
+    np.testing.assert_array_equal(low, diffusion.generate(noise, memories, steps=40).astype(dtype))
+    near = (memories[0] + 0.001).astype(dtype)
+    np.testing.assert_array_equal(
+        diffusion.denoise(near, memories.astype(dtype), sigma=0.003), memories[0].astype(dtype)
+    )
+
+
 def test_bad_inputs_are_refused_with_the_argument_named():
     memories, x = memories_and_point()
     with pytest.raises(ValueError, match="ratio"):
@@ -158,5 +172,15 @@ def test_bad_inputs_are_refused_with_the_argument_named():
         jm.retrieve(flow, (x, jnp.asarray(0.01)), memories, solver=jm.Iterate())
     with pytest.raises(ValueError, match="params"):
         jm.retrieve(flow, (x, jnp.asarray(1.0)), memories[0], solver=jm.Iterate())
+    with pytest.raises(ValueError, match="features"):
+        jm.retrieve(flow, (x[:3], jnp.asarray(1.0)), memories, solver=jm.Iterate())
+    with pytest.raises((ValueError, TypeError), match="sigma"):  # jaxtyping's runtime check, under the tests, or ours
+        diffusion.denoise(x, memories, sigma=np.array([0.5]))
+    with pytest.raises(ValueError, match="sigma"):
+        diffusion.denoise(x, memories, sigma=1e-19)  # 1/sigma^2 overflows float32
+    with pytest.raises(TypeError, match="sigma_max"):
+        jax.jit(lambda s: diffusion.generate(x, memories, sigma_max=s))(10.0)
+    with pytest.raises(TypeError, match="ratio"):
+        jax.jit(lambda r: diffusion.ProbabilityFlow(r, sigma_min=0.1))(0.5)
     with pytest.raises(TypeError, match="Iterate"):
         jm.retrieve(flow, (x, jnp.asarray(1.0)), memories, solver=jm.GradientDescent())

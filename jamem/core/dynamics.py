@@ -252,6 +252,9 @@ class AbstractMap(eqx.Module):
     def check_state(self, x0) -> None:
         """Raise a clear error if `x0` is not a state of this system (before any work)."""
 
+    def check_compatible(self, x0, params) -> None:
+        """Raise a clear error if `x0` and `params`, each valid, do not fit together (their sizes)."""
+
 
 class Iterate(AbstractSolver):
     """x <- `system.next_state(x, params)` for an `AbstractMap` (clamped entries never move). The
@@ -531,6 +534,7 @@ def retrieve(
     if is_map:  # a map checks its whole state and params, arrays and None included
         energy.check_state(x0)
         energy.check_params(params)
+        energy.check_compatible(x0, params)
     steps = check_positive_int(steps, name="steps")
     schedule = saveat.schedule(steps)
     if isinstance(tol, str):

@@ -25,8 +25,9 @@ taken in Euler steps sigma -> r sigma, is
 
 gradient descent on a DenseAM energy whose temperature sigma^2 falls geometrically, an annealed
 retrieval. Started from x ~ N(0, sigma_max^2 I) and run to sigma -> 0 it ends on one of the stored
-images, each with probability 1/K (`generate`): a diffusion model with the ideal denoiser only
-memorises, its attractors are the memories. Generating new images needs a denoiser that cannot
+images, each with probability close to 1/K (`generate`; exactly 1/K for the exact flow from
+p_sigma_max): a diffusion model with the ideal denoiser only memorises, its attractors are the
+memories. Generating new images needs a denoiser that cannot
 represent D_sigma exactly (Pham et al. 2025, arXiv:2505.21777).
 """
 
@@ -48,22 +49,52 @@ Memories = Float[Array | np.ndarray, "K N"]
 
 def score(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
     """grad log p_sigma(x) = - grad E_sigma(x) / sigma^2 = (D_sigma(x) - x) / sigma^2 (`jax.grad` of the energy)."""
-    x, memories, sigma = _checked(x, memories, sigma)
-    return -_energy_gradient(x, memories, sigma) / sigma**2
+    wide, memories, sigma = _checked(x, memories, sigma)
+    return (-_energy_gradient(wide, memories, sigma) / sigma**2).astype(x.dtype)
 
 
 def denoise(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
     """D_sigma(x) = x - grad E_sigma(x) = sum_mu softmax_mu(-|x - xi^mu|^2 / (2 sigma^2)) xi^mu: the ideal
     denoiser, one modern-Hopfield step of size 1 on the Gaussian-kernel energy at beta = 1 / sigma^2."""
-    x, memories, sigma = _checked(x, memories, sigma)
-    return x - _energy_gradient(x, memories, sigma)
+    wide, memories, sigma = _checked(x, memories, sigma)
+    return (wide - _energy_gradient(wide, memories, sigma)).astype(x.dtype)
+
+
+# sigma^2 and 1 / sigma^2 must stay finite and normal in float32 (beyond, beta is 0 or inf and the
+# softmax NaN)
+SIGMA_RANGE = (1e-15, 1e15)
+
+
+def _noise_level(sigma, name: str):
+    """A scalar noise level inside SIGMA_RANGE (traced values are trusted)."""
+    if np.ndim(sigma) != 0:
+        raise ValueError(f"`{name}` must be a scalar noise level, got shape {np.shape(sigma)}.")
+    if not is_concrete(sigma):
+        return sigma
+    sigma = check_positive(sigma, name=name)
+    if not SIGMA_RANGE[0] <= sigma <= SIGMA_RANGE[1]:
+        raise ValueError(f"`{name}` must lie in [{SIGMA_RANGE[0]:g}, {SIGMA_RANGE[1]:g}], got {sigma!r}.")
+    return sigma
+
+
+def _schedule_level(sigma, name: str) -> float:
+    """A noise level that fixes the schedule: a concrete number, since the step count depends on it."""
+    if not is_concrete(sigma):
+        raise TypeError(f"`{name}` fixes the noise schedule, so it must be a concrete number, not a traced value.")
+    return _noise_level(sigma, name)
+
+
+def _wide(x):
+    # computed in float32 at least: float16 overflows |x - xi|^2 (784 pixels at sigma 80) and 1/sigma^2
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def _checked(x, memories, sigma):
     x = as_float_array(x, name="x", ndim=1)
     memories = as_float_array(memories, name="memories", ndim=2)
     check_feature_dims(x, memories)
-    return x, memories.astype(x.dtype), jnp.asarray(check_positive(sigma, name="sigma"), x.dtype)
+    wide = _wide(x)
+    return wide, memories.astype(wide.dtype), jnp.asarray(_noise_level(sigma, "sigma"), wide.dtype)
 
 
 def _energy_gradient(x, memories, sigma):
@@ -79,21 +110,26 @@ class ProbabilityFlow(AbstractMap):
 
     The state is the pair (x, sigma), x of shape (N,) and sigma a scalar; `params` are the memories
     (K, N). At sigma_min the step is 0, so `retrieve(..., tol=0)` stops there. `generate` runs it.
+    The step is computed in float32 at least, whatever the state's dtype.
 
     Args:
-        ratio: r in (0, 1), the factor by which sigma falls per step.
-        sigma_min: the smallest noise level, > 0.
+        ratio: r in (0, 1), the factor by which sigma falls per step (a concrete number).
+        sigma_min: the smallest noise level, > 0 (a concrete number).
     """
 
     ratio: float = eqx.field(static=True)
     sigma_min: float = eqx.field(static=True)
 
     def __init__(self, ratio: ScalarLike, *, sigma_min: ScalarLike):
+        if not is_concrete(ratio):
+            raise TypeError(
+                "`ratio` is a hyperparameter of the flow: it must be a concrete number, not a traced value."
+            )
         ratio = check_positive(ratio, name="ratio")
         if not ratio < 1:
             raise ValueError(f"`ratio` must lie in (0, 1): sigma falls each step, got {ratio}.")
         self.ratio = ratio
-        self.sigma_min = check_positive(sigma_min, name="sigma_min")
+        self.sigma_min = _schedule_level(sigma_min, "sigma_min")
 
     def check_state(self, x0) -> None:
         if not (isinstance(x0, (tuple, list)) and len(x0) == 2):
@@ -103,6 +139,7 @@ class ProbabilityFlow(AbstractMap):
             raise ValueError(
                 f"`x0` must be (x of shape (N,), a scalar sigma), got shapes {tuple(x.shape)} and {tuple(sigma.shape)}."
             )
+        _noise_level(sigma, "x0's sigma")
         if is_concrete(sigma) and not float(sigma) >= self.sigma_min:
             raise ValueError(f"`x0`'s sigma must be at least sigma_min = {self.sigma_min}, got {float(sigma)}.")
 
@@ -111,11 +148,15 @@ class ProbabilityFlow(AbstractMap):
             got = getattr(params, "shape", type(params).__name__)
             raise ValueError(f"`params` (the memories) must have shape (K, N), got {got}.")
 
+    def check_compatible(self, x0, params) -> None:
+        check_feature_dims(x0[0], params, memories_name="params")
+
     def next_state(self, state, params):
         x, sigma = state
-        lower = jnp.maximum(self.ratio * sigma, self.sigma_min).astype(sigma.dtype)
-        x = x - (1 - lower / sigma) * _energy_gradient(x, params.astype(x.dtype), sigma)
-        return x, lower
+        wide, level = _wide(x), sigma.astype(_wide(x).dtype)
+        lower = jnp.maximum(self.ratio * level, self.sigma_min)
+        step = (1 - lower / level) * _energy_gradient(wide, params.astype(wide.dtype), level)
+        return (wide - step).astype(x.dtype), lower.astype(sigma.dtype)
 
 
 def generate(
@@ -130,34 +171,39 @@ def generate(
     """A sample of the diffusion model whose denoiser is the memory's (`denoise`): from
     x = sigma_max * noise, `steps` `ProbabilityFlow` steps with sigma falling geometrically to
     sigma_min (`jamem.retrieve` with `Iterate()`), then, with `denoise_last`, the final denoising
-    x <- D_sigma_min(x) (the last step to sigma = 0). Batch with `jax.vmap` over `noise`.
+    x <- D_sigma_min(x) (the last step to sigma = 0). Batch with `jax.vmap` over `noise`. Computed
+    in float32 at least; the sample has the dtype of `noise`.
 
     With sigma_max well above the spread of the memories and enough steps the sample is a stored
-    memory, each with probability 1/K (the ideal denoiser memorises; arXiv:2309.17290).
+    memory, each drawn with probability close to 1/K (the ideal denoiser memorises;
+    arXiv:2309.17290). It is 1/K exactly only for the exact flow started from p_sigma_max itself,
+    not from N(0, sigma_max^2 I) with Euler steps.
 
     Args:
         noise: a standard-normal vector (N,), e.g. `jax.random.normal(key, (N,))`.
         memories: the stored images (K, N), the training set of the diffusion model.
         sigma_max: the noise level at the start (EDM's default for images in [-1, 1],
-            arXiv:2206.00364).
-        sigma_min: the noise level at the end (ibid.).
+            arXiv:2206.00364); a concrete number.
+        sigma_min: the noise level at the end (ibid.); a concrete number.
         steps: Euler steps from sigma_max to sigma_min.
         denoise_last: finish with D_sigma_min(x).
     """
     noise = as_float_array(noise, name="noise", ndim=1)
     memories = as_float_array(memories, name="memories", ndim=2)
     check_feature_dims(noise, memories, state_name="noise")
-    sigma_max = check_positive(sigma_max, name="sigma_max")
-    sigma_min = check_positive(sigma_min, name="sigma_min")
+    sigma_max = _schedule_level(sigma_max, "sigma_max")
+    sigma_min = _schedule_level(sigma_min, "sigma_min")
     if not sigma_min < sigma_max:
         raise ValueError(f"`sigma_min` must be below `sigma_max`, got {sigma_min} and {sigma_max}.")
     steps = check_positive_int(steps, name="steps")
     if not isinstance(denoise_last, (bool, np.bool_)):
         raise TypeError(f"`denoise_last` must be True or False, got {denoise_last!r}.")
     flow = ProbabilityFlow((sigma_min / sigma_max) ** (1.0 / steps), sigma_min=sigma_min)
-    start = (sigma_max * noise, jnp.asarray(sigma_max, noise.dtype))
+    wide = _wide(noise)
+    memories = memories.astype(wide.dtype)
+    start = (sigma_max * wide, jnp.asarray(sigma_max, wide.dtype))
     x, sigma = retrieve(flow, start, memories, solver=Iterate(), steps=steps, tol=None).state
-    return x - _energy_gradient(x, memories.astype(x.dtype), sigma) if denoise_last else x
+    return (x - _energy_gradient(x, memories, sigma) if denoise_last else x).astype(noise.dtype)
 
 
 def nearest_memory(x: Vector, memories: Memories) -> tuple[Int[Array, ""], Float[Array, ""]]:
