@@ -101,7 +101,7 @@ def epoch_breakdown(images, labels, test_images, *, num_memories: int, repeats: 
     backward = over_minibatches(lambda p, xb, yb: jnp.sum(jax.grad(loss)(p, xb, yb).memories))
 
     # the class-gap kernels alone, on the inputs they get in training (no matmul in the loop)
-    base_in, shift_in = _gap_inputs(model, xs[0], temperature)
+    base_in, shift_in = model.gap_inputs(xs[0], temperature=temperature)
     gaps = functools.partial(rectified_power_gaps, degree=degree)
     # `acc * 0` ties each pass to the last, so XLA cannot hoist the loop-invariant kernel out of the loop
     repeat = lambda body: jax.jit(
@@ -145,13 +145,6 @@ def epoch_breakdown(images, labels, test_images, *, num_memories: int, repeats: 
         )
         / seconds["matmul_floor"],
     }
-
-
-def _gap_inputs(model, images, temperature):
-    """(base, shift) of `rectified_power_gaps` for one minibatch, as `batch_scores` builds them."""
-    visible, classes = model.split_memories()
-    base = (images @ visible.T - jnp.sum(classes, axis=-1)[None, :]) / temperature
-    return base, (2 / temperature) * classes.T
 
 
 def _sum_tree(tree):

@@ -85,6 +85,12 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
     return x
 
 
+def at_least_float32(dtype):
+    """The dtype a computation runs in for inputs of `dtype`: float32, or wider if they are.
+    Half precision rounds the overlaps of a few hundred bits and overflows squared distances."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def check_binary(x, *, name: str) -> None:
     """Entries must be exactly -1 or +1 (concrete arrays only)."""
     if is_concrete(x) and not np.all(np.abs(np.asarray(x)) == 1):

@@ -76,9 +76,16 @@ class DenseAMClassifier(eqx.Module):
     ) -> Float[Array, "B C"]:
         """`scores` for a batch: one (B, N) x (N, K) matmul, then the (B, C, K) class gaps
         (`rectified_power_gaps`, with a hand-written gradient)."""
+        return rectified_power_gaps(*self.gap_inputs(images, temperature=temperature, eps=eps), self.degree)
+
+    def gap_inputs(
+        self, images: Float[Array, "B N"], *, temperature: ScalarLike, eps: ScalarLike = 1.0
+    ) -> tuple[Float[Array, "B K"], Float[Array, "C K"]]:
+        """(base, shift) of `rectified_power_gaps`: xi . U / T for every image and memory, and the
+        2 eps xi_alpha / T that setting class alpha on adds to it."""
         visible, classes = self.split_memories()
-        base = (images @ visible.T - eps * jnp.sum(classes, axis=-1)[None, :]) / temperature  # xi . U / T, (B, K)
-        return rectified_power_gaps(base, (2 * eps / temperature) * classes.T, self.degree)
+        base = (images @ visible.T - eps * jnp.sum(classes, axis=-1)[None, :]) / temperature
+        return base, (2 * eps / temperature) * classes.T
 
     def __call__(
         self, image: Float[Array, " N"], *, temperature: ScalarLike, eps: ScalarLike = 1.0

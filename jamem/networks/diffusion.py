@@ -39,7 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, ScalarLike
 
-from .._checks import IntLike, as_float_array, check_feature_dims, check_positive, check_positive_int, is_concrete
+from .._checks import (
+    IntLike,
+    as_float_array,
+    at_least_float32,
+    check_feature_dims,
+    check_positive,
+    check_positive_int,
+    is_concrete,
+)
 from ..core.dynamics import AbstractMap, Iterate, retrieve
 from ..core.energies import gaussian_kernel_energy
 
@@ -49,15 +57,16 @@ Memories = Float[Array | np.ndarray, "K N"]
 
 def score(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
     """grad log p_sigma(x) = - grad E_sigma(x) / sigma^2 = (D_sigma(x) - x) / sigma^2 (`jax.grad` of the energy)."""
-    wide, memories, sigma = _checked(x, memories, sigma)
-    return (-_energy_gradient(wide, memories, sigma) / sigma**2).astype(x.dtype)
+    wide, memories, dtype = _checked_pair(x, memories)
+    sigma = jnp.asarray(_noise_level(sigma, "sigma"), wide.dtype)
+    return (-_energy_gradient(wide, memories, sigma) / sigma**2).astype(dtype)
 
 
 def denoise(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
     """D_sigma(x) = x - grad E_sigma(x) = sum_mu softmax_mu(-|x - xi^mu|^2 / (2 sigma^2)) xi^mu: the ideal
     denoiser, one modern-Hopfield step of size 1 on the Gaussian-kernel energy at beta = 1 / sigma^2."""
-    wide, memories, sigma = _checked(x, memories, sigma)
-    return (wide - _energy_gradient(wide, memories, sigma)).astype(x.dtype)
+    wide, memories, dtype = _checked_pair(x, memories)
+    return _denoised(wide, memories, jnp.asarray(_noise_level(sigma, "sigma"), wide.dtype)).astype(dtype)
 
 
 # sigma^2 and 1 / sigma^2 must stay finite and normal in float32 (beyond, beta is 0 or inf and the
@@ -84,21 +93,22 @@ def _schedule_level(sigma, name: str) -> float:
     return _noise_level(sigma, name)
 
 
-def _wide(x):
-    # computed in float32 at least: float16 overflows |x - xi|^2 (784 pixels at sigma 80) and 1/sigma^2
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def _checked(x, memories, sigma):
-    x = as_float_array(x, name="x", ndim=1)
+def _checked_pair(x, memories, *, name: str = "x"):
+    """(x, memories) checked and cast to float32 at least (float16 overflows |x - xi|^2 at 784 pixels
+    and sigma 80, and 1/sigma^2), and the float dtype of x, which the result takes."""
+    x = as_float_array(x, name=name, ndim=1)
     memories = as_float_array(memories, name="memories", ndim=2)
-    check_feature_dims(x, memories)
-    wide = _wide(x)
-    return wide, memories.astype(wide.dtype), jnp.asarray(_noise_level(sigma, "sigma"), wide.dtype)
+    check_feature_dims(x, memories, state_name=name)
+    wide = at_least_float32(x.dtype)
+    return x.astype(wide), memories.astype(wide), x.dtype
 
 
 def _energy_gradient(x, memories, sigma):
     return jax.grad(gaussian_kernel_energy)(x, memories, 1.0 / sigma**2)
+
+
+def _denoised(x, memories, sigma):
+    return x - _energy_gradient(x, memories, sigma)
 
 
 class ProbabilityFlow(AbstractMap):
@@ -153,10 +163,11 @@ class ProbabilityFlow(AbstractMap):
 
     def next_state(self, state, params):
         x, sigma = state
-        wide, level = _wide(x), sigma.astype(_wide(x).dtype)
+        wide = at_least_float32(x.dtype)
+        level = sigma.astype(wide)
         lower = jnp.maximum(self.ratio * level, self.sigma_min)
-        step = (1 - lower / level) * _energy_gradient(wide, params.astype(wide.dtype), level)
-        return (wide - step).astype(x.dtype), lower.astype(sigma.dtype)
+        step = (1 - lower / level) * _energy_gradient(x.astype(wide), params.astype(wide), level)
+        return (x.astype(wide) - step).astype(x.dtype), lower.astype(sigma.dtype)
 
 
 def generate(
@@ -188,9 +199,7 @@ def generate(
         steps: Euler steps from sigma_max to sigma_min.
         denoise_last: finish with D_sigma_min(x).
     """
-    noise = as_float_array(noise, name="noise", ndim=1)
-    memories = as_float_array(memories, name="memories", ndim=2)
-    check_feature_dims(noise, memories, state_name="noise")
+    wide, memories, dtype = _checked_pair(noise, memories, name="noise")
     sigma_max = _schedule_level(sigma_max, "sigma_max")
     sigma_min = _schedule_level(sigma_min, "sigma_min")
     if not sigma_min < sigma_max:
@@ -199,16 +208,14 @@ def generate(
     if not isinstance(denoise_last, (bool, np.bool_)):
         raise TypeError(f"`denoise_last` must be True or False, got {denoise_last!r}.")
     flow = ProbabilityFlow((sigma_min / sigma_max) ** (1.0 / steps), sigma_min=sigma_min)
-    wide = _wide(noise)
-    memories = memories.astype(wide.dtype)
     start = (sigma_max * wide, jnp.asarray(sigma_max, wide.dtype))
     x, sigma = retrieve(flow, start, memories, solver=Iterate(), steps=steps, tol=None).state
-    return (x - _energy_gradient(x, memories, sigma) if denoise_last else x).astype(noise.dtype)
+    return (_denoised(x, memories, sigma) if denoise_last else x).astype(dtype)
 
 
 def nearest_memory(x: Vector, memories: Memories) -> tuple[Int[Array, ""], Float[Array, ""]]:
     """(mu, |x - xi^mu|) for the stored memory closest to x."""
-    x, memories, _ = _checked(x, memories, 1.0)
+    x, memories, _ = _checked_pair(x, memories)
     distances = jnp.sqrt(jnp.sum((memories - x[None, :]) ** 2, axis=-1))
     index = jnp.argmin(distances)
     return index, distances[index]

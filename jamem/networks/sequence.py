@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from .._checks import IntLike, as_float_array, check_binary, check_degree, check_positive_int
+from .._checks import IntLike, as_float_array, at_least_float32, check_binary, check_degree, check_positive_int
 from ..core.capacity import double_factorial
 from ..core.dynamics import AbstractMap, Iterate, SaveAt, retrieve
 from ..core.energies import overlaps
@@ -87,8 +87,7 @@ class SequenceMemory(AbstractMap):
         return memories[:-1], memories[1:]
 
     def next_state(self, state: Float[Array, " N"], params: Float[Array, "K N"]) -> Float[Array, " N"]:
-        # decided in float32 at least: float16 overlaps of a few hundred bits are already rounded
-        wide = jnp.promote_types(state.dtype, jnp.float32)
+        wide = at_least_float32(state.dtype)
         keys, successors = self.transitions(params.astype(wide))
         signs = signed_sums_sign(self.separation, overlaps(state.astype(wide), keys), successors)
         return jnp.where(signs > 0, 1.0, jnp.where(signs < 0, -1.0, state)).astype(state.dtype)
