@@ -5,15 +5,16 @@ The package has four layers, each importing only the ones before it:
 - `jamem.core`: separation functions, energies, Lagrangians, the dynamics engine `retrieve`
   and its adjoints, capacity experiments, exact-arithmetic references;
 - `jamem.networks`: two-layer and hierarchical memories, the Energy Transformer, random
-  features, clustering and sequence memories;
-- `jamem.classifier`: the DenseAM classifier, its training, prototypes, adversarial attacks and
-  the MNIST job;
+  features, clustering, sequence memories and diffusion;
+- `jamem.classifier`: the DenseAM classifier, its training, prototypes, adversarial attacks,
+  competing hidden units and the MNIST job;
 - `jamem.tooling`: data, plots, provenance (which import no other layer) and the CLI (on top).
 
 The names used most are re-exported here.
 """
 
 from .classifier import adversarial as adversarial
+from .classifier import competing as competing
 from .classifier import mnist as mnist
 from .classifier import optim as optim
 from .classifier import prototypes as prototypes
@@ -56,6 +57,7 @@ from .core.separation import Exponential as Exponential
 from .core.separation import Power as Power
 from .core.separation import RectifiedPower as RectifiedPower
 from .core.separation import as_separation as as_separation
+from .networks import clustering as clustering
 from .networks import diffusion as diffusion
 from .networks import energy_transformer as energy_transformer
 from .networks import hierarchical as hierarchical

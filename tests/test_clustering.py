@@ -81,9 +81,41 @@ def test_distances_keep_their_precision_far_from_the_origin():
     want = np.array([[1.62, 0.02], [0.02, 1.62]])
     np.testing.assert_allclose(clustering.squared_distances(points, prototypes), want, atol=2e-3)
     assert float(clustering.kmeans_objective(prototypes, points)) == pytest.approx(0.02, abs=2e-3)
+    # ... and far from the prototypes' mean, where centring on it (the previous fix) lost them
+    spread = jnp.array([[0.0], [1e4], [1e4 + 0.8]])
+    np.testing.assert_allclose(
+        clustering.squared_distances(jnp.array([[1e4 + 0.7]]), spread)[0, 1:], [0.49, 0.01], atol=2e-3
+    )
+    assert float(clustering.kmeans_objective(spread, jnp.array([[1e4 + 0.7]]))) == pytest.approx(0.01, abs=2e-3)
+    # float16 points 300 apart: |x - rho|^2 overflows float16, so it is computed in float32
+    low = clustering.kmeans_objective(
+        jnp.array([[0.0, 0.0], [300.0, 300.0]], jnp.float16), jnp.array([[10.0, 0.0], [290.0, 300.0]], jnp.float16)
+    )
+    assert float(low) == pytest.approx(100.0)
     # integer input is converted, not wrapped around
     ints = clustering.kmeans_objective(jnp.zeros((1, 3), jnp.int8), jnp.full((2, 3), 100, jnp.int8))
     assert float(ints) == pytest.approx(30000.0)
+
+
+def test_beta_beyond_float32_is_refused_not_frozen():
+    # past 8.5e37, 1/beta is subnormal, flushed to 0 on CPU: the gradient was exactly 0, points never moved
+    memories, points = jnp.array([[0.0, 0.0], [1.0, 1.0]]), jnp.array([[0.2, 0.1], [0.9, 0.8]])
+    for beta in (1e38, 1e-44):
+        with pytest.raises(ValueError, match="`beta`"):
+            clustering.settle(memories, points, beta=beta, steps=1)
+    # the largest beta allowed is the k-means limit: one hard step lands on the nearest prototype
+    np.testing.assert_allclose(clustering.settle(memories, points, beta=1e30, steps=1), memories)
+    assert float(clustering.reconstruction_loss(memories, points, beta=1e30, steps=1)) == pytest.approx(
+        float(clustering.kmeans_objective(memories, points)), rel=1e-5
+    )
+
+
+def test_float16_points_far_apart_settle_like_float32():
+    memories = jnp.array([[200.0, 200.0], [-200.0, -200.0]])
+    points = jnp.array([[150.0, 190.0], [-180.0, -170.0]])
+    low = clustering.settle(memories.astype(jnp.float16), points.astype(jnp.float16), beta=1.0, steps=2)
+    assert low.dtype == jnp.float16
+    np.testing.assert_allclose(np.asarray(low, np.float32), clustering.settle(memories, points, beta=1.0, steps=2))
 
 
 def test_bfloat16_points_settle():

@@ -3,6 +3,8 @@ per-image replay, its fixed point, resume, bad input, and a small MNIST reproduc
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -131,6 +133,25 @@ def test_bad_input_is_refused_by_name(tmp_path):
         competing.competing_update(units.weights * 1e30, images, rank=2)
     ints = competing.unit_currents(jnp.full((2, 4), 100, jnp.int8), jnp.full((1, 4), 100, jnp.int8), 2.0)
     assert ints.dtype == jnp.float32 and float(ints[0, 0]) == pytest.approx(40000.0)
+    with pytest.raises(ValueError, match="`degree`"):  # h^0.5 has an infinite slope at 0: NaN input gradients
+        competing.PowerFeatureClassifier(units, degree=0.5, key=jax.random.key(1))
+    with pytest.raises(TypeError, match="power"):  # jaxtyping, under the tests, or ours
+        jax.jit(lambda p: competing.unit_currents(units.weights, images, p))(2.0)
+
+
+def test_half_precision_weights_are_updated_in_float32():
+    units = competing.CompetingUnits(num_units=6, num_visible=4, key=jax.random.key(0))
+    images = jax.random.uniform(jax.random.key(1), (8, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # JAX's FutureWarning on mixed-dtype scatters
+        low = competing.competing_update(units.weights.astype(jnp.float16), images.astype(jnp.float16), rank=2)
+        zeros = competing.competing_update(units.weights.astype(jnp.float16), jnp.zeros((8, 4), jnp.float16), rank=2)
+    high = competing.competing_update(
+        units.weights.astype(jnp.float16).astype(jnp.float32), images.astype(jnp.float16).astype(jnp.float32), rank=2
+    )
+    assert low.dtype == jnp.float16
+    np.testing.assert_array_equal(low, high.astype(jnp.float16))
+    np.testing.assert_array_equal(zeros, 0)  # all-zero images: no step (the 1e-30 floor flushed to 0 in float16)
 
 
 def test_learned_units_beat_random_units_on_mnist(mnist):

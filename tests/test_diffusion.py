@@ -166,8 +166,10 @@ def test_bad_inputs_are_refused_with_the_argument_named():
     with pytest.raises(TypeError, match="denoise_last"):
         diffusion.generate(x, memories, denoise_last=1)
     flow = diffusion.ProbabilityFlow(0.5, sigma_min=0.1)
-    with pytest.raises(ValueError, match="pair"):
+    with pytest.raises(ValueError, match="tuple"):
         jm.retrieve(flow, x, memories, solver=jm.Iterate())
+    with pytest.raises(ValueError, match="tuple"):  # a list would come back from the step as a tuple
+        jm.retrieve(flow, [x, jnp.asarray(1.0)], memories, solver=jm.Iterate())
     with pytest.raises(ValueError, match="sigma_min"):
         jm.retrieve(flow, (x, jnp.asarray(0.01)), memories, solver=jm.Iterate())
     with pytest.raises(ValueError, match="params"):
@@ -184,3 +186,36 @@ def test_bad_inputs_are_refused_with_the_argument_named():
         jax.jit(lambda r: diffusion.ProbabilityFlow(r, sigma_min=0.1))(0.5)
     with pytest.raises(TypeError, match="Iterate"):
         jm.retrieve(flow, (x, jnp.asarray(1.0)), memories, solver=jm.GradientDescent())
+
+
+def test_far_from_the_memories_the_denoiser_stays_a_mixture_of_them():
+    # computed as x - grad E, the denoiser cancelled at |x| = 1e6 to a point off the memories
+    memory = np.array([[0.1234567, 0.7654321]], np.float32)
+    np.testing.assert_array_equal(diffusion.denoise(np.array([1e6, 1e6], np.float32), memory, sigma=1.0), memory[0])
+    segment = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+    for far in (1e8, 2e19):  # (1, 1) is nearer by 2 far - 2 in squared distance: all the weight
+        # at 2e19, |x - xi|^2 overflows float32 (inf - inf gave NaN); at 1e8 its rounding hid the gap
+        np.testing.assert_array_equal(diffusion.denoise(np.array([far, 0.0], np.float32), segment, sigma=1.0), [1, 1])
+    cluster = np.array([[0.0], [1e4], [1e4 + 0.8]], np.float32)  # far from the origin, 0.8 apart
+    np.testing.assert_allclose(
+        diffusion.denoise(np.array([1e4 + 0.7], np.float32), cluster, sigma=0.3),
+        numpy_denoiser([1e4 + 0.7], cluster, 0.3),
+        rtol=1e-6,
+    )
+    index, distance = diffusion.nearest_memory(np.array([2e19, 0.0], np.float32), segment)
+    assert int(index) == 1 and float(distance) == pytest.approx(2e19, rel=1e-6)  # was (0, inf)
+
+
+def test_score_of_half_precision_input_is_float32_not_inf():
+    memories = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+    x = np.array([0.5, 0.0], np.float32)
+    low = diffusion.score(x.astype(np.float16), memories.astype(np.float16), sigma=1e-3)
+    assert low.dtype == jnp.float32 and np.all(np.isfinite(low))  # ~ -5e5: past float16's 65504
+    np.testing.assert_allclose(low, diffusion.score(x, memories, sigma=1e-3), rtol=1e-6)
+
+
+def test_a_flow_may_start_at_sigma_min_itself():
+    flow = diffusion.ProbabilityFlow(0.5, sigma_min=0.7)  # 0.7 rounds below itself in float32
+    memories, x = memories_and_point()
+    out = jm.retrieve(flow, (x, jnp.asarray(0.7)), memories, solver=jm.Iterate(), steps=2, tol=None)
+    np.testing.assert_array_equal(out.state[0], x)  # at sigma_min the step is 0

@@ -151,6 +151,24 @@ def test_bad_beta_raises_naming_beta(bad):
         jm.LogSumExpEnergy(bad)
 
 
+def test_gaussian_kernel_beta_is_kept_where_float32_can_follow_it():
+    # 1/beta subnormal (beta > 8.5e37) made the gradient exactly 0; beta < 1e-38 made E -inf
+    for bad in (9e37, 1e39, 1e-44):
+        with pytest.raises(ValueError, match="`beta`"):
+            jm.GaussianKernelEnergy(bad)
+    xi, v = jnp.array([[0.0, 0.0], [1.0, 1.0]]), jnp.array([0.2, 0.1])
+    np.testing.assert_allclose(jax.grad(jm.GaussianKernelEnergy(1e30))(v, xi), v)  # v - nearest memory
+
+
+def test_gaussian_kernel_energy_of_half_precision_is_computed_in_float32():
+    xi = jnp.array([[200.0, 200.0], [-200.0, -200.0]])  # |v - xi|^2 ~ 1e5, past float16's 65504
+    v = jnp.array([150.0, 190.0])
+    energy = jm.GaussianKernelEnergy(1.0)
+    low = energy(v.astype(jnp.float16), xi.astype(jnp.float16))
+    assert low.dtype == jnp.float32 and float(low) == pytest.approx(float(energy(v, xi)), rel=1e-6)
+    np.testing.assert_allclose(jax.grad(energy)(v.astype(jnp.float16), xi.astype(jnp.float16)), jax.grad(energy)(v, xi))
+
+
 def test_bad_separation_raises():
     with pytest.raises(TypeError, match="separation"):
         jm.DenseEnergy(3)

@@ -28,6 +28,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, Real
 
 from .._checks import (
     as_float_array,
+    at_least_float32,
     check_feature_dims,
     check_positive,
     check_positive_int,
@@ -47,6 +48,8 @@ MAX_POWER = 16.0  # |W|^(p-1) of weights near 1 and p-norms stay finite in float
 
 def _check_power(power) -> float:
     power = check_positive(power, name="power")
+    if not is_concrete(power):
+        raise TypeError("`power` (p of the Lp metric) must be a concrete number, not a traced value.")
     if not 1 <= power <= MAX_POWER:
         raise ValueError(f"`power` (p of the Lp metric) must lie in [1, {MAX_POWER:g}], got {power}.")
     return float(power)
@@ -95,10 +98,12 @@ def competing_update(
     """
     weights, images = _check_pair(weights, images)
     power, rank, anti_hebbian = _check_rule(power, rank, anti_hebbian, weights.shape[0])
-    step = _update(weights, images, power, rank, anti_hebbian)
+    # float32 at least: half precision overflows the currents and flushes the step's 1e-30 floor
+    wide = at_least_float32(jnp.result_type(weights, images))
+    step = _update(weights.astype(wide), images.astype(wide), power, rank, anti_hebbian)
     if is_concrete(step) and not bool(jnp.all(jnp.isfinite(step))):
         raise FloatingPointError("The step overflowed float32: lower `power` or rescale `weights`.")
-    return step
+    return step.astype(weights.dtype)
 
 
 def _update(weights, images, power, rank, anti_hebbian):
@@ -244,6 +249,10 @@ class PowerFeatureClassifier(eqx.Module):
             raise TypeError(f"`units` must be CompetingUnits, got {type(units).__name__}.")
         num_classes = check_positive_int(num_classes, name="num_classes", minimum=2)
         self.degree = check_positive(degree, name="degree")
+        if not self.degree >= 1:
+            # h^n with n < 1 has an infinite slope at h = 0 (every unit below the top one can be
+            # silent), so the input gradient, which attacks need, would be NaN
+            raise ValueError(f"`degree` must be at least 1, got {degree}.")
         self.beta = check_positive(beta, name="beta")
         self.units = units
         scale = 1 / np.sqrt(units.weights.shape[0])

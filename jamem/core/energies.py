@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import check_positive, check_positive_int
+from .._checks import at_least_float32, check_positive, check_positive_int, is_concrete
 from .separation import AbstractSeparation, as_separation, gap_sign
 
 
@@ -304,14 +304,31 @@ class GaussianKernelEnergy(AbstractEnergy):
     beta: float = eqx.field(static=True, default=1.0)
 
     def __init__(self, beta: float = 1.0):
-        self.beta = check_positive(beta, name="beta")
+        self.beta = check_kernel_beta(beta)
 
     @property
     def low_precision_ok(self) -> bool:
-        return True
+        return True  # computed in float32 at least
 
     def __call__(self, state, memories):
         return gaussian_kernel_energy(state, memories, self.beta)
+
+
+# beta and 1/beta must both stay normal float32 numbers: past 8.5e37, 1/beta is subnormal, the CPU
+# flushes it to 0 and the gradient of E is exactly 0 (points never move); below 1e-38, E is -inf.
+KERNEL_BETA_RANGE = (1e-30, 1e30)
+
+
+def check_kernel_beta(beta, *, name: str = "beta"):
+    """A concrete `beta` of the Gaussian-kernel energy inside KERNEL_BETA_RANGE (traced values are trusted)."""
+    beta = check_positive(beta, name=name)
+    if is_concrete(beta) and not KERNEL_BETA_RANGE[0] <= beta <= KERNEL_BETA_RANGE[1]:
+        low, high = KERNEL_BETA_RANGE
+        raise ValueError(
+            f"`{name}` must lie in [{low:g}, {high:g}] (float32 keeps beta and 1/beta normal there; "
+            f"{high:g} is already the k-means limit for any data), got {beta!r}."
+        )
+    return beta
 
 
 def gaussian_kernel_energy(
@@ -319,7 +336,10 @@ def gaussian_kernel_energy(
 ) -> Float[Array, ""]:
     """E(v) = - (1/beta) log sum_mu exp(- beta/2 |v - xi^mu|^2) with `beta` an argument, not a
     hyperparameter: it may be traced, as when it follows a noise level (`jamem.networks.diffusion`).
-    Its gradient is v - sum_mu softmax_mu(- beta/2 |v - xi^mu|^2) xi^mu at every beta."""
+    Its gradient is v - sum_mu softmax_mu(- beta/2 |v - xi^mu|^2) xi^mu at every beta in
+    KERNEL_BETA_RANGE. Computed in float32 at least (half precision overflows |v - xi|^2 once |v - xi| passes 256)."""
+    wide = at_least_float32(jnp.result_type(state, memories))
+    state, memories = state.astype(wide), memories.astype(wide)
     sq_dist = jnp.sum((memories - state[None, :]) ** 2, axis=-1)
     # Shifted by the nearest distance before scaling, so the largest exponent is exactly 0: with
     # beta |v - xi|^2 ~ 1e11, XLA's fused multiply-subtract in logsumexp's own shift left every

@@ -49,17 +49,17 @@ from .._checks import (
     is_concrete,
 )
 from ..core.dynamics import AbstractMap, Iterate, retrieve
-from ..core.energies import gaussian_kernel_energy
 
 Vector = Float[Array | np.ndarray, " N"]
 Memories = Float[Array | np.ndarray, "K N"]
 
 
 def score(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
-    """grad log p_sigma(x) = - grad E_sigma(x) / sigma^2 = (D_sigma(x) - x) / sigma^2 (`jax.grad` of the energy)."""
-    wide, memories, dtype = _checked_pair(x, memories)
+    """grad log p_sigma(x) = - grad E_sigma(x) / sigma^2 = (D_sigma(x) - x) / sigma^2, in float32 at
+    least whatever the dtype of x (at sigma = 1e-3 it is ~1e6 per unit of distance, past float16)."""
+    wide, memories, _ = _checked_pair(x, memories)
     sigma = jnp.asarray(_noise_level(sigma, "sigma"), wide.dtype)
-    return (-_energy_gradient(wide, memories, sigma) / sigma**2).astype(dtype)
+    return -_energy_gradient(wide, memories, sigma) / sigma**2
 
 
 def denoise(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
@@ -103,12 +103,36 @@ def _checked_pair(x, memories, *, name: str = "x"):
     return x.astype(wide), memories.astype(wide), x.dtype
 
 
-def _energy_gradient(x, memories, sigma):
-    return jax.grad(gaussian_kernel_energy)(x, memories, 1.0 / sigma**2)
-
-
 def _denoised(x, memories, sigma):
-    return x - _energy_gradient(x, memories, sigma)
+    """sum_mu softmax_mu(-|x - xi^mu|^2 / (2 sigma^2)) xi^mu, a convex combination of the memories.
+
+    It equals x - grad E_sigma(x), one gradient step of size 1 on `GaussianKernelEnergy(1/sigma^2)`
+    (tested), but is not computed as that difference, which far from the memories (|x| ~ 1e6)
+    cancels to a point off the memories."""
+    relative = _relative_squared_distances(x, memories)
+    return jax.nn.softmax(-0.5 * (relative - jnp.min(relative)) / sigma**2) @ memories
+
+
+def _relative_squared_distances(x, memories):
+    """|x - xi^mu|^2 - |x - r|^2 for every mu, r the memory nearest x, as
+    |xi^mu - r|^2 - 2 (xi^mu - r) . (x - r): accurate both near the memories (where the matmul form
+    |x|^2 - 2 x . xi + |xi|^2 cancels) and far from them (where |x - xi|^2 itself overflows float32,
+    at |x| ~ 2e19, and its rounding hides which memory is nearer)."""
+    reference = memories[_nearest_index(x, memories)]
+    offsets = memories - reference[None, :]
+    return jnp.sum(offsets**2, axis=-1) - 2 * offsets @ (x - reference)
+
+
+def _nearest_index(x, memories):
+    # on distances divided by the largest |entry|, finite for any finite x; ties within rounding
+    # are harmless, any memory near the nearest makes _relative_squared_distances accurate
+    scale = jnp.maximum(jnp.maximum(jnp.max(jnp.abs(x)), jnp.max(jnp.abs(memories))), 1.0)
+    return jnp.argmin(jnp.sum(((memories - x[None, :]) / scale) ** 2, axis=-1))
+
+
+def _energy_gradient(x, memories, sigma):
+    """grad E_sigma(x) = x - D_sigma(x)."""
+    return x - _denoised(x, memories, sigma)
 
 
 class ProbabilityFlow(AbstractMap):
@@ -142,15 +166,16 @@ class ProbabilityFlow(AbstractMap):
         self.sigma_min = _schedule_level(sigma_min, "sigma_min")
 
     def check_state(self, x0) -> None:
-        if not (isinstance(x0, (tuple, list)) and len(x0) == 2):
-            raise ValueError(f"`x0` must be the pair (x, sigma) of a ProbabilityFlow, got {type(x0).__name__}.")
+        if not (isinstance(x0, tuple) and len(x0) == 2):
+            raise ValueError(f"`x0` must be the tuple (x, sigma) of a ProbabilityFlow, got {type(x0).__name__}.")
         x, sigma = x0
         if x.ndim != 1 or sigma.ndim != 0:
             raise ValueError(
                 f"`x0` must be (x of shape (N,), a scalar sigma), got shapes {tuple(x.shape)} and {tuple(sigma.shape)}."
             )
         _noise_level(sigma, "x0's sigma")
-        if is_concrete(sigma) and not float(sigma) >= self.sigma_min:
+        # compared in sigma's dtype: a start at sigma_min itself (0.7 rounds to 0.69999998 in float32) is fine
+        if is_concrete(sigma) and not float(sigma) >= float(np.asarray(self.sigma_min, sigma.dtype)):
             raise ValueError(f"`x0`'s sigma must be at least sigma_min = {self.sigma_min}, got {float(sigma)}.")
 
     def check_params(self, params) -> None:
@@ -216,6 +241,7 @@ def generate(
 def nearest_memory(x: Vector, memories: Memories) -> tuple[Int[Array, ""], Float[Array, ""]]:
     """(mu, |x - xi^mu|) for the stored memory closest to x."""
     x, memories, _ = _checked_pair(x, memories)
-    distances = jnp.sqrt(jnp.sum((memories - x[None, :]) ** 2, axis=-1))
-    index = jnp.argmin(distances)
-    return index, distances[index]
+    index = jnp.argmin(_relative_squared_distances(x, memories))
+    gap = x - memories[index]
+    scale = jnp.maximum(jnp.max(jnp.abs(gap)), jnp.finfo(gap.dtype).tiny)  # |gap| without overflow
+    return index, jnp.where(jnp.any(gap != 0), scale * jnp.linalg.norm(gap / scale), 0.0)
