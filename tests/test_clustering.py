@@ -112,7 +112,8 @@ def test_beta_beyond_float32_is_refused_not_frozen():
 
 def test_float16_points_far_apart_settle_like_float32():
     memories = jnp.array([[200.0, 200.0], [-200.0, -200.0]])
-    points = jnp.array([[150.0, 190.0], [-180.0, -170.0]])
+    # (0, 0) is 283 from both: both squared distances overflowed float16, and inf - inf gave NaN
+    points = jnp.array([[0.0, 0.0], [150.0, 190.0], [-180.0, -170.0]])
     low = clustering.settle(memories.astype(jnp.float16), points.astype(jnp.float16), beta=1.0, steps=2)
     assert low.dtype == jnp.float16
     np.testing.assert_allclose(np.asarray(low, np.float32), clustering.settle(memories, points, beta=1.0, steps=2))

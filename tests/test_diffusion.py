@@ -193,17 +193,21 @@ def test_far_from_the_memories_the_denoiser_stays_a_mixture_of_them():
     memory = np.array([[0.1234567, 0.7654321]], np.float32)
     np.testing.assert_array_equal(diffusion.denoise(np.array([1e6, 1e6], np.float32), memory, sigma=1.0), memory[0])
     segment = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
-    for far in (1e8, 2e19):  # (1, 1) is nearer by 2 far - 2 in squared distance: all the weight
-        # at 2e19, |x - xi|^2 overflows float32 (inf - inf gave NaN); at 1e8 its rounding hid the gap
+    for far in (1e8, 1e15):  # (1, 1) is nearer by 2 far - 2 in squared distance: all the weight
+        # (|x - xi|^2's rounding hid that gap: the old form gave the midpoint at 1e8, NaN at 2e19)
         np.testing.assert_array_equal(diffusion.denoise(np.array([far, 0.0], np.float32), segment, sigma=1.0), [1, 1])
+    with pytest.raises(ValueError, match="`x`.*1e\\+16"):  # |x - xi|^2 would overflow float32
+        diffusion.denoise(np.array([2e19, 0.0], np.float32), segment, sigma=1.0)
+    with pytest.raises(ValueError, match="`memories`"):
+        diffusion.nearest_memory(np.zeros(2, np.float32), np.array([[0.0, 0.0], [1e20, 0.0]], np.float32))
     cluster = np.array([[0.0], [1e4], [1e4 + 0.8]], np.float32)  # far from the origin, 0.8 apart
     np.testing.assert_allclose(
         diffusion.denoise(np.array([1e4 + 0.7], np.float32), cluster, sigma=0.3),
         numpy_denoiser([1e4 + 0.7], cluster, 0.3),
         rtol=1e-6,
     )
-    index, distance = diffusion.nearest_memory(np.array([2e19, 0.0], np.float32), segment)
-    assert int(index) == 1 and float(distance) == pytest.approx(2e19, rel=1e-6)  # was (0, inf)
+    index, distance = diffusion.nearest_memory(np.array([1e15, 0.0], np.float32), segment)
+    assert int(index) == 1 and float(distance) == pytest.approx(1e15, rel=1e-6)
 
 
 def test_score_of_half_precision_input_is_float32_not_inf():
@@ -214,8 +218,22 @@ def test_score_of_half_precision_input_is_float32_not_inf():
     np.testing.assert_allclose(low, diffusion.score(x, memories, sigma=1e-3), rtol=1e-6)
 
 
-def test_a_flow_may_start_at_sigma_min_itself():
-    flow = diffusion.ProbabilityFlow(0.5, sigma_min=0.7)  # 0.7 rounds below itself in float32
+def test_a_flow_may_start_at_sigma_min_itself_and_never_steps_back():
     memories, x = memories_and_point()
-    out = jm.retrieve(flow, (x, jnp.asarray(0.7)), memories, solver=jm.Iterate(), steps=2, tol=None)
-    np.testing.assert_array_equal(out.state[0], x)  # at sigma_min the step is 0
+    for dtype in (jnp.float32, jnp.bfloat16):  # 0.7 rounds below itself in both
+        flow = diffusion.ProbabilityFlow(0.5, sigma_min=0.7)
+        start = (x, jnp.asarray(0.7, dtype))
+        out = jm.retrieve(flow, start, memories, solver=jm.Iterate(), steps=3, tol=None)
+        np.testing.assert_array_equal(out.state[0], x)  # at sigma_min the step is 0, not uphill
+        assert out.state[1] == start[1]
+
+
+def test_a_half_precision_flow_stops_at_sigma_min():
+    # float16 rounds 0.002 up to 0.0020008: each new level used to round back above sigma_min, so the
+    # flow crept on in tiny steps and tol = 0 never stopped it
+    memories, x = memories_and_point()
+    flow = diffusion.ProbabilityFlow(0.5, sigma_min=0.002)
+    out = jm.retrieve(flow, (x.astype(jnp.float16), jnp.asarray(0.01, jnp.float16)), memories, solver=jm.Iterate(),
+                      steps=50, tol=0.0)  # fmt: skip
+    assert bool(out.converged) and int(out.num_steps) < 10
+    assert out.state[1] == jnp.asarray(0.002, jnp.float16)

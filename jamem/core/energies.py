@@ -335,7 +335,7 @@ def gaussian_kernel_energy(
     state: Float[Array, " N"], memories: Float[Array, "K N"], beta: Float[Array, ""] | float
 ) -> Float[Array, ""]:
     """E(v) = - (1/beta) log sum_mu exp(- beta/2 |v - xi^mu|^2) with `beta` an argument, not a
-    hyperparameter: it may be traced, as when it follows a noise level (`jamem.networks.diffusion`).
+    hyperparameter: it may be traced, e.g. to follow a noise level (beta = 1 / sigma^2).
     Its gradient is v - sum_mu softmax_mu(- beta/2 |v - xi^mu|^2) xi^mu at every beta in
     KERNEL_BETA_RANGE. Computed in float32 at least (half precision overflows |v - xi|^2 once |v - xi| passes 256)."""
     wide = at_least_float32(jnp.result_type(state, memories))

@@ -49,6 +49,7 @@ from .._checks import (
     is_concrete,
 )
 from ..core.dynamics import AbstractMap, Iterate, retrieve
+from ..core.energies import KERNEL_BETA_RANGE
 
 Vector = Float[Array | np.ndarray, " N"]
 Memories = Float[Array | np.ndarray, "K N"]
@@ -70,8 +71,8 @@ def denoise(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array,
 
 
 # sigma^2 and 1 / sigma^2 must stay finite and normal in float32 (beyond, beta is 0 or inf and the
-# softmax NaN)
-SIGMA_RANGE = (1e-15, 1e15)
+# softmax NaN): the noise levels of the Gaussian-kernel energy's beta range, sigma = beta^(-1/2)
+SIGMA_RANGE = (KERNEL_BETA_RANGE[1] ** -0.5, KERNEL_BETA_RANGE[0] ** -0.5)
 
 
 def _noise_level(sigma, name: str):
@@ -95,12 +96,24 @@ def _schedule_level(sigma, name: str) -> float:
 
 def _checked_pair(x, memories, *, name: str = "x"):
     """(x, memories) checked and cast to float32 at least (float16 overflows |x - xi|^2 at 784 pixels
-    and sigma 80, and 1/sigma^2), and the float dtype of x, which the result takes."""
+    and sigma 80, and 1/sigma^2), and the float dtype of x (which denoised points take back)."""
     x = as_float_array(x, name=name, ndim=1)
     memories = as_float_array(memories, name="memories", ndim=2)
     check_feature_dims(x, memories, state_name=name)
+    _check_magnitude(x, name)
+    _check_magnitude(memories, "memories")
     wide = at_least_float32(x.dtype)
     return x.astype(wide), memories.astype(wide), x.dtype
+
+
+# Entries up to 1e16 keep every |x - xi|^2 finite in float32 (4e32 per pixel); beyond, the squared
+# distances overflow to inf and the softmax is NaN.
+MAX_ENTRY = 1e16
+
+
+def _check_magnitude(array, name: str) -> None:
+    if is_concrete(array) and array.size and float(np.max(np.abs(np.asarray(array, np.float64)))) > MAX_ENTRY:
+        raise ValueError(f"`{name}` has entries beyond {MAX_ENTRY:g} in magnitude; rescale the data.")
 
 
 def _denoised(x, memories, sigma):
@@ -114,20 +127,12 @@ def _denoised(x, memories, sigma):
 
 
 def _relative_squared_distances(x, memories):
-    """|x - xi^mu|^2 - |x - r|^2 for every mu, r the memory nearest x, as
-    |xi^mu - r|^2 - 2 (xi^mu - r) . (x - r): accurate both near the memories (where the matmul form
-    |x|^2 - 2 x . xi + |xi|^2 cancels) and far from them (where |x - xi|^2 itself overflows float32,
-    at |x| ~ 2e19, and its rounding hides which memory is nearer)."""
-    reference = memories[_nearest_index(x, memories)]
-    offsets = memories - reference[None, :]
-    return jnp.sum(offsets**2, axis=-1) - 2 * offsets @ (x - reference)
-
-
-def _nearest_index(x, memories):
-    # on distances divided by the largest |entry|, finite for any finite x; ties within rounding
-    # are harmless, any memory near the nearest makes _relative_squared_distances accurate
-    scale = jnp.maximum(jnp.maximum(jnp.max(jnp.abs(x)), jnp.max(jnp.abs(memories))), 1.0)
-    return jnp.argmin(jnp.sum(((memories - x[None, :]) / scale) ** 2, axis=-1))
+    """|x - xi^mu|^2 - |x - r|^2 = sum_i (xi^mu_i - r_i)(xi^mu_i + r_i - 2 x_i) for every mu, r the
+    memory nearest x. The softmax needs these differences to within a fraction of sigma^2: taken
+    from |x - xi|^2 directly, whose rounding grows with the distance, they were lost far from the
+    memories (x = 1e8 against memories 1 apart); this form keeps them, near and far."""
+    reference = memories[jnp.argmin(jnp.sum((memories - x[None, :]) ** 2, axis=-1))]
+    return jnp.sum((memories - reference[None, :]) * (memories + reference[None, :] - 2 * x[None, :]), axis=-1)
 
 
 def _energy_gradient(x, memories, sigma):
@@ -174,6 +179,7 @@ class ProbabilityFlow(AbstractMap):
                 f"`x0` must be (x of shape (N,), a scalar sigma), got shapes {tuple(x.shape)} and {tuple(sigma.shape)}."
             )
         _noise_level(sigma, "x0's sigma")
+        _check_magnitude(x, "x0")
         # compared in sigma's dtype: a start at sigma_min itself (0.7 rounds to 0.69999998 in float32) is fine
         if is_concrete(sigma) and not float(sigma) >= float(np.asarray(self.sigma_min, sigma.dtype)):
             raise ValueError(f"`x0`'s sigma must be at least sigma_min = {self.sigma_min}, got {float(sigma)}.")
@@ -182,6 +188,7 @@ class ProbabilityFlow(AbstractMap):
         if not hasattr(params, "ndim") or params.ndim != 2:
             got = getattr(params, "shape", type(params).__name__)
             raise ValueError(f"`params` (the memories) must have shape (K, N), got {got}.")
+        _check_magnitude(params, "params")
 
     def check_compatible(self, x0, params) -> None:
         check_feature_dims(x0[0], params, memories_name="params")
@@ -190,7 +197,11 @@ class ProbabilityFlow(AbstractMap):
         x, sigma = state
         wide = at_least_float32(x.dtype)
         level = sigma.astype(wide)
-        lower = jnp.maximum(self.ratio * level, self.sigma_min)
+        # sigma_min as sigma's dtype holds it, the value check_state compares with: the flow stops
+        # exactly there (float16 would otherwise round each new level back above it), and the min
+        # keeps a start just below the unrounded sigma_min from stepping up, i.e. backwards
+        floor = jnp.asarray(self.sigma_min, sigma.dtype).astype(wide)
+        lower = jnp.minimum(level, jnp.maximum(self.ratio * level, floor))
         step = (1 - lower / level) * _energy_gradient(x.astype(wide), params.astype(wide), level)
         return (x.astype(wide) - step).astype(x.dtype), lower.astype(sigma.dtype)
 
@@ -242,6 +253,4 @@ def nearest_memory(x: Vector, memories: Memories) -> tuple[Int[Array, ""], Float
     """(mu, |x - xi^mu|) for the stored memory closest to x."""
     x, memories, _ = _checked_pair(x, memories)
     index = jnp.argmin(_relative_squared_distances(x, memories))
-    gap = x - memories[index]
-    scale = jnp.maximum(jnp.max(jnp.abs(gap)), jnp.finfo(gap.dtype).tiny)  # |gap| without overflow
-    return index, jnp.where(jnp.any(gap != 0), scale * jnp.linalg.norm(gap / scale), 0.0)
+    return index, jnp.linalg.norm(x - memories[index])
