@@ -1,6 +1,7 @@
 """Every experiment and benchmark runs at its --quick size, from another folder, and writes its
 record (JSON with provenance), so none of them can rot. The longer ones are marked slow."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -77,3 +78,36 @@ def test_quick_attacks_on_a_trained_model(script, small_mnist_run, tmp_path, cac
         "experiments/gradient_masking.py": "gradient_masking.json",
     }
     _check(tmp_path / "out", names[script])
+
+
+def _fake_run(path: Path, *, seed: int, final_error: float, learning_rate: float = 0.04, complete: bool = True):
+    config = {"degree": 3, "epochs": 2, "learning_rate": learning_rate, "seed": seed}
+    history = [{"epoch": 1, "test_error": 0.010}, {"epoch": 2, "test_error": final_error}]  # best epoch first
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": config, "complete": complete, "eval_split": "test", "history": history}))
+
+
+def test_seed_spread_reads_final_epochs_and_refuses_mixed_settings(tmp_path):
+    spread = _load("experiments/mnist_seeds.py")
+    _fake_run(tmp_path / "compressed" / "mnist_n3.json", seed=0, final_error=0.016)
+    _fake_run(tmp_path / "seeds" / "n3_seed1" / "mnist_n3.json", seed=1, final_error=0.018)
+    _fake_run(tmp_path / "seeds" / "n3_seed2" / "mnist_n3.json", seed=2, final_error=0.017)
+    _fake_run(tmp_path / "seeds" / "n3_seed3" / "mnist_n3.json", seed=3, final_error=0.001, complete=False)
+    spread.main(["--root", str(tmp_path)])
+    (row,) = json.loads((tmp_path / "seeds" / "summary.json").read_text())["spread"]
+    assert row["seeds"] == [0, 1, 2]  # the unfinished run is left out
+    assert row["final_test_errors"] == [0.016, 0.018, 0.017]  # the last epoch's, not the best
+    assert row["first_epoch_at_or_below_2pct"] == [1, 1, 1]
+    assert row["mean"] == pytest.approx(0.017) and row["sample_sd"] == pytest.approx(0.001)
+    assert row["paper_sample_below_mean_in_sds"] == pytest.approx((0.017 - 0.0144) / 0.001)
+    assert row["runs_meeting_paper_sample"] == 0
+    _fake_run(tmp_path / "seeds" / "n3_seed4" / "mnist_n3.json", seed=4, final_error=0.017, learning_rate=0.02)
+    with pytest.raises(SystemExit, match="differ in more than the seed"):
+        spread.main(["--root", str(tmp_path)])
+
+
+def _load(script: str):
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

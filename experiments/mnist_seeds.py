@@ -1,0 +1,78 @@
+"""Seed-to-seed spread of the compressed-schedule MNIST classifiers (arXiv:1606.01164, eq. 9).
+
+    python experiments/mnist_seeds.py        # after `bash experiments/mnist_paper.sh seeds N S ...`
+
+The paper reports one sample model per n (A14 of our reference: 1.51% at n = 2, 1.44% at n = 3).
+This reads the seed-0 model of `results/mnist_paper/compressed/` and the runs of other seeds in
+`results/mnist_paper/seeds/n<N>_seed<S>/`, checks that they share every setting but the seed, and
+writes `results/mnist_paper/seeds/summary.json`: each run's final-epoch test error and the epoch
+it first reached 2%, the errors' mean and sample standard deviation, the binomial standard error
+of one 10k test error, and how far the paper's sample lies below our mean in units of the spread.
+Only complete runs count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from jamem import train
+from jamem.tooling.provenance import save_json
+
+PAPER_SAMPLE_ERROR = {2: 0.0151, 3: 0.0144, 20: 0.0161, 30: 0.0180}  # arXiv:1606.01164, Fig. 2
+
+
+def final_test_error(run: dict) -> float:
+    errors = [row["test_error"] for row in run["history"] if row.get("test_error") is not None]
+    return errors[-1]
+
+
+def spread(degree: int, root: Path) -> dict:
+    others = sorted((root / "seeds").glob(f"n{degree}_seed*/mnist_n{degree}.json"))
+    paths = [root / "compressed" / f"mnist_n{degree}.json", *others]
+    runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
+    runs = [r for r in runs if r.get("complete") and r.get("eval_split", "test") == "test"]
+    if not runs:
+        raise SystemExit(f"no complete test-split runs for n = {degree} under {root}")
+    settings = [{k: v for k, v in r["config"].items() if k != "seed"} for r in runs]
+    if any(s != settings[0] for s in settings):
+        raise SystemExit(f"the n = {degree} runs differ in more than the seed: {settings}")
+    errors = [final_test_error(r) for r in runs]
+    mean = sum(errors) / len(errors)
+    sd = math.sqrt(sum((e - mean) ** 2 for e in errors) / (len(errors) - 1)) if len(errors) > 1 else None
+    paper = PAPER_SAMPLE_ERROR.get(degree)
+    return {
+        "degree": degree,
+        "seeds": [r["config"]["seed"] for r in runs],
+        "final_test_errors": errors,
+        "first_epoch_at_or_below_2pct": [train.History(r["history"]).first_epoch_below(0.02) for r in runs],
+        "mean": mean,
+        "sample_sd": sd,
+        "binomial_se_of_one_10k_error": math.sqrt(mean * (1 - mean) / 10000),
+        "paper_sample_error": paper,
+        "paper_sample_below_mean_in_sds": None if paper is None or not sd else (mean - paper) / sd,
+        "runs_meeting_paper_sample": None if paper is None else sum(e <= paper for e in errors),
+        "config_except_seed": settings[0],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--degrees", default=None, help="default: every n with runs in <root>/seeds")
+    parser.add_argument("--root", default="results/mnist_paper")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    if args.degrees is None:
+        degrees = sorted({int(p.name[1:].split("_seed")[0]) for p in (root / "seeds").glob("n*_seed*")})
+    else:
+        degrees = [int(d) for d in args.degrees.split(",")]
+    table = [spread(degree, root) for degree in degrees]
+    for row in table:
+        print({k: row[k] for k in ("degree", "seeds", "final_test_errors", "mean", "sample_sd")})
+    save_json(root / "seeds" / "summary.json", {"schedule": "compressed", "spread": table})
+
+
+if __name__ == "__main__":
+    main()
