@@ -180,9 +180,13 @@ class ProbabilityFlow(AbstractMap):
             )
         _noise_level(sigma, "x0's sigma")
         _check_magnitude(x, "x0")
-        # compared in sigma's dtype: a start at sigma_min itself (0.7 rounds to 0.69999998 in float32) is fine
-        if is_concrete(sigma) and not float(sigma) >= float(np.asarray(self.sigma_min, sigma.dtype)):
+        if is_concrete(sigma) and not float(sigma) >= float(self._floor(sigma.dtype)):
             raise ValueError(f"`x0`'s sigma must be at least sigma_min = {self.sigma_min}, got {float(sigma)}.")
+
+    def _floor(self, dtype):
+        """sigma_min as `dtype` holds it: where the flow stops, and the least start check_state allows
+        (0.7 rounds to 0.69999998 in float32; a start there is at sigma_min, not below it)."""
+        return jnp.asarray(self.sigma_min, dtype)
 
     def check_params(self, params) -> None:
         if not hasattr(params, "ndim") or params.ndim != 2:
@@ -197,11 +201,9 @@ class ProbabilityFlow(AbstractMap):
         x, sigma = state
         wide = at_least_float32(x.dtype)
         level = sigma.astype(wide)
-        # sigma_min as sigma's dtype holds it, the value check_state compares with: the flow stops
-        # exactly there (float16 would otherwise round each new level back above it), and the min
-        # keeps a start just below the unrounded sigma_min from stepping up, i.e. backwards
-        floor = jnp.asarray(self.sigma_min, sigma.dtype).astype(wide)
-        lower = jnp.minimum(level, jnp.maximum(self.ratio * level, floor))
+        # stopping at _floor exactly (float16 would otherwise round each new level back above it);
+        # the min keeps a start just below the unrounded sigma_min from stepping up, i.e. backwards
+        lower = jnp.minimum(level, jnp.maximum(self.ratio * level, self._floor(sigma.dtype).astype(wide)))
         step = (1 - lower / level) * _energy_gradient(x.astype(wide), params.astype(wide), level)
         return (x.astype(wide) - step).astype(x.dtype), lower.astype(sigma.dtype)
 
