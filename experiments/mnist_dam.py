@@ -37,6 +37,7 @@ def main(argv=None):
     parser.add_argument("--temperature-final", type=float, default=None, help="T_f; default: the preset's")
     parser.add_argument("--loss-power", type=int, default=None, help="m in (c - t)^(2m); default: the preset's")
     parser.add_argument("--seed", type=int, default=None, help="default: 0")
+    parser.add_argument("--batch-sampling", choices=["shuffled", "class_balanced"], help="default: shuffled")
     parser.add_argument(
         "--validation", action="store_true", help="train on 50k, report on the held-out 10k (arXiv:1606.01164, App. A)"
     )
@@ -62,6 +63,7 @@ def main(argv=None):
                 temperature_final=args.temperature_final,
                 loss_power=args.loss_power,
                 seed=args.seed,
+                batch_sampling=args.batch_sampling,
             )
             overrides = {k: v for k, v in chosen.items() if v is not None}
             mnist.run(

@@ -18,6 +18,7 @@ import json
 import math
 from pathlib import Path
 
+from jamem import train
 from jamem.tooling.provenance import save_json
 
 PAPER_SAMPLE_ERROR = {2: 0.0151, 3: 0.0144, 20: 0.0161, 30: 0.0180}  # arXiv:1606.01164, Fig. 2
@@ -30,7 +31,8 @@ def spread(degree: int, root: Path) -> dict:
     runs = [r for r in runs if r.get("complete") and r.get("eval_split", "test") == "test"]
     if not runs:
         raise SystemExit(f"no complete test-split runs for n = {degree} under {root}")
-    settings = [{k: v for k, v in r["config"].items() if k != "seed"} for r in runs]
+    # a setting added after a run was written counts as the value that run used
+    settings = [{k: v for k, v in train.with_legacy_settings(r["config"]).items() if k != "seed"} for r in runs]
     if any(s != settings[0] for s in settings):
         raise SystemExit(f"the n = {degree} runs differ in more than the seed: {settings}")
     errors = [r["final_error"] for r in runs]  # the last epoch's, as `jamem.mnist.analyse` records it

@@ -203,6 +203,13 @@ CLI_CASES = [
     (["mnist", "--checkpoint-every", "0"], 1, "checkpoint_every"),
     (["mnist", "--out", "/proc/no/such"], 1, "out_dir"),
     (["mnist", "--evaluate", "/no/such.ckpt"], 1, "No checkpoint"),
+    # refused before the data is read (the data directory does not exist)
+    (
+        ["mnist", "--batch-sampling", "class_balanced", "--batch-size", "1005", "--data-dir", "/no/such"],
+        1,
+        "batch_size",
+    ),
+    (["mnist", "--train-size", "10", "--data-dir", "/no/such"], 1, "train_size"),
     (["capacity", "--dims", "0"], 2, "--dims"),
 ]
 

@@ -80,8 +80,8 @@ def test_quick_attacks_on_a_trained_model(script, small_mnist_run, tmp_path, cac
     _check(tmp_path / "out", names[script])
 
 
-def _fake_run(path: Path, *, seed: int, final_error: float, learning_rate: float = 0.04, complete: bool = True):
-    config = {"degree": 3, "epochs": 2, "learning_rate": learning_rate, "seed": seed}
+def _fake_run(path: Path, *, seed: int, final_error: float, learning_rate: float = 0.04, complete: bool = True, **more):
+    config = {"degree": 3, "epochs": 2, "learning_rate": learning_rate, "seed": seed, **more}
     history = [{"epoch": 1, "test_error": 0.010}, {"epoch": 2, "test_error": final_error}]  # best epoch first
     record = {"config": config, "complete": complete, "eval_split": "test", "history": history}
     # the fields `jamem.mnist.analyse` derives from the history
@@ -94,7 +94,8 @@ def test_seed_spread_reads_final_epochs_and_refuses_mixed_settings(tmp_path):
     spread = _load("experiments/mnist_seeds.py")
     _fake_run(tmp_path / "compressed" / "mnist_n3.json", seed=0, final_error=0.016)
     _fake_run(tmp_path / "seeds" / "n3_seed1" / "mnist_n3.json", seed=1, final_error=0.018)
-    _fake_run(tmp_path / "seeds" / "n3_seed2" / "mnist_n3.json", seed=2, final_error=0.017)
+    # written after `batch_sampling` was added: its default is what the older runs used
+    _fake_run(tmp_path / "seeds" / "n3_seed2" / "mnist_n3.json", seed=2, final_error=0.017, batch_sampling="shuffled")
     _fake_run(tmp_path / "seeds" / "n3_seed3" / "mnist_n3.json", seed=3, final_error=0.001, complete=False)
     spread.main(["--root", str(tmp_path)])
     (row,) = json.loads((tmp_path / "seeds" / "summary.json").read_text())["spread"]
@@ -105,6 +106,11 @@ def test_seed_spread_reads_final_epochs_and_refuses_mixed_settings(tmp_path):
     assert row["paper_sample_below_mean_in_sds"] == pytest.approx((0.017 - 0.0144) / 0.001)
     assert row["runs_meeting_paper_sample"] == 0
     _fake_run(tmp_path / "seeds" / "n3_seed4" / "mnist_n3.json", seed=4, final_error=0.017, learning_rate=0.02)
+    with pytest.raises(SystemExit, match="differ in more than the seed"):
+        spread.main(["--root", str(tmp_path)])
+    _fake_run(
+        tmp_path / "seeds" / "n3_seed4" / "mnist_n3.json", seed=4, final_error=0.017, batch_sampling="class_balanced"
+    )
     with pytest.raises(SystemExit, match="differ in more than the seed"):
         spread.main(["--root", str(tmp_path)])
 

@@ -335,3 +335,126 @@ def test_saved_model_alone_loads_like_the_checkpoint(tmp_path):
     (tmp_path / "junk.eqx").write_bytes(b"not json\n")
     with pytest.raises(ValueError, match="not a jamem checkpoint"):
         train.load_trained(tmp_path / "junk.eqx")
+
+
+def test_class_balanced_batches_hold_each_class_equally_and_walk_each_class_without_repeats():
+    labels = jnp.asarray(np.random.default_rng(1).choice(3, size=500, p=[0.5, 0.3, 0.2]), jnp.int32)
+    host = np.asarray(labels)
+    counts = np.bincount(host)
+    with pytest.raises(ValueError, match="`sampling`"):
+        train.epoch_batches(jax.random.key(0), labels, batch_size=30, sampling="stratified", num_classes=3)
+    with pytest.raises(ValueError, match="`num_classes` 4"):
+        train.epoch_batches(jax.random.key(0), labels, batch_size=30, sampling="class_balanced", num_classes=4)
+    order = np.asarray(
+        train.epoch_batches(jax.random.key(0), labels, batch_size=30, sampling="class_balanced", num_classes=3)
+    )
+    assert order.shape == (500 // 30, 30)
+    for batch in order:
+        np.testing.assert_array_equal(np.bincount(host[batch], minlength=3), [10, 10, 10])
+    for label in range(3):
+        # the class's picks in order: a permutation of its images, restarted when they run out
+        walked = [i for batch in order for i in batch if host[i] == label]
+        members = np.flatnonzero(host == label)
+        first = walked[: min(len(walked), counts[label])]
+        assert len(set(first)) == len(first) and set(first) <= set(members)
+        if len(walked) > counts[label]:  # the rarest class (100 images, 160 places) starts again
+            assert set(walked[: counts[label]]) == set(members)
+            np.testing.assert_array_equal(walked[counts[label] :], walked[: len(walked) - counts[label]])
+    assert len(walked) > counts[2]  # the restart above was exercised
+    other = np.asarray(
+        train.epoch_batches(jax.random.key(1), labels, batch_size=30, sampling="class_balanced", num_classes=3)
+    )
+    assert not np.array_equal(order, other)
+
+
+def test_shuffled_batches_are_one_permutation_of_the_set():
+    labels = jnp.zeros(100, jnp.int32)
+    order = np.asarray(train.epoch_batches(jax.random.key(0), labels, batch_size=30))
+    assert order.shape == (3, 30) and len(set(order.reshape(-1).tolist())) == 90
+    np.testing.assert_array_equal(order.reshape(-1), np.asarray(jax.random.permutation(jax.random.key(0), 100))[:90])
+
+
+def test_bad_epoch_batches_arguments_are_refused_by_name():
+    labels = jnp.asarray([0, 0, 2, 2, 2, 0, 2, 0, 2, 2], jnp.int32)  # class 1 is empty
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="`labels` must hold every class 0 to 2"):
+        train.epoch_batches(key, labels, batch_size=3, sampling="class_balanced", num_classes=3)
+    with pytest.raises(ValueError, match="`labels` must hold every class 0 to 1"):
+        train.epoch_batches(key, labels, batch_size=2, sampling="class_balanced", num_classes=2)
+    for bad in (0, -3, 3.0):
+        with pytest.raises((ValueError, TypeError), match="batch_size"):
+            train.epoch_batches(key, labels, batch_size=bad)
+    with pytest.raises(ValueError, match="`batch_size` 11 is larger than the 10 `labels`"):
+        train.epoch_batches(key, labels, batch_size=11)
+    with pytest.raises(ValueError, match="num_classes"):
+        train.epoch_batches(key, labels, batch_size=2, num_classes=1)
+
+
+def test_an_epoch_steps_through_the_batches_epoch_batches_draws():
+    images, labels = _toy_data()
+    images, labels = jnp.asarray(images), jnp.asarray(labels)
+    config = train.TrainConfig(epochs=1, **{**TOY, "batch_size": 30, "batch_sampling": "class_balanced"})
+    model, optimizer, opt_state = train.initial_state(config, num_visible=16, num_classes=3, steps_per_epoch=13)
+    key, temperature = jax.random.key(5), jnp.float32(6.0)
+    trained, _, _, _ = train.train_epoch(
+        model, opt_state, images, labels, key=key, temperature=temperature, optimizer=optimizer,
+        batch_size=30, loss_power=2, batch_sampling="class_balanced",
+    )  # fmt: skip
+    params, static = eqx.partition(model, eqx.is_array)
+    order = train.epoch_batches(key, labels, batch_size=30, sampling="class_balanced", num_classes=3)
+    for batch in order:  # the same steps written out, one minibatch at a time
+
+        def objective(p, batch=batch):
+            model = eqx.combine(p, static)
+            return train.batch_loss(model, images[batch], labels[batch], temperature=temperature, loss_power=2)[0]
+
+        updates, opt_state = optimizer.update(jax.grad(objective)(params), opt_state, params)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(trained.memories, params.memories, atol=1e-6)
+    shuffled, _, _, _ = train.train_epoch(
+        model, optimizer.init(eqx.filter(model, eqx.is_array)), images, labels, key=key, temperature=temperature,
+        optimizer=optimizer, batch_size=30, loss_power=2,
+    )  # fmt: skip
+    assert np.abs(np.asarray(shuffled.memories) - np.asarray(trained.memories)).max() > 1e-2
+
+
+def test_fit_with_class_balanced_batches_learns_and_checks_its_inputs():
+    images, labels = _toy_data()
+    balanced = {**TOY, "batch_size": 30, "batch_sampling": "class_balanced"}
+    _, history = train.fit(
+        train.TrainConfig(epochs=6, **balanced),
+        (images[:300], labels[:300]),
+        (images[300:], labels[300:]),
+        progress=False,
+    )
+    assert history.rows[-1]["test_error"] < 0.1 < history.rows[0]["train_error"]
+    with pytest.raises(ValueError, match="batch_sampling"):
+        train.TrainConfig(batch_sampling="stratified")
+    with pytest.raises(ValueError, match="`batch_size` 40 must be a multiple of the 3 classes"):
+        train.fit(train.TrainConfig(epochs=1, **{**balanced, "batch_size": 40}), (images, labels), progress=False)
+    with pytest.raises(ValueError, match=r"no images of classes \[1\]"):
+        keep = labels != 1
+        train.fit(
+            train.TrainConfig(epochs=1, **balanced), (images[keep], labels[keep]), (images, labels), progress=False
+        )
+
+
+def test_checkpoint_written_before_a_setting_existed_resumes_with_the_value_it_used(tmp_path):
+    images, labels = _toy_data()
+    full, _ = train.fit(train.TrainConfig(epochs=3, **TOY), (images, labels), progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    train.fit(train.TrainConfig(epochs=2, **TOY), (images, labels), checkpoint_path=ckpt, progress=False)
+    header_line, payload = ckpt.read_bytes().split(b"\n", 1)
+    header = json.loads(header_line)
+    del header["config"]["batch_sampling"]  # as jamem wrote it before the setting was added
+    ckpt.write_bytes(json.dumps(header).encode() + b"\n" + payload)
+    _, config, _ = train.load_trained(ckpt, num_visible=16, num_classes=3)
+    assert config.batch_sampling == "shuffled"
+    resumed, history = train.fit(
+        train.TrainConfig(epochs=3, **TOY), (images, labels), checkpoint_path=ckpt, resume=True, progress=False
+    )
+    assert [r["epoch"] for r in history.rows] == [1, 2, 3]
+    np.testing.assert_array_equal(resumed.memories, full.memories)
+    balanced = train.TrainConfig(epochs=4, **{**TOY, "batch_sampling": "class_balanced", "batch_size": 39})
+    with pytest.raises(ValueError, match=r"other batch_sampling, batch_size\."):
+        train.fit(balanced, (images, labels), checkpoint_path=ckpt, resume=True, progress=False)

@@ -22,6 +22,8 @@ from ..tooling import data, plots
 from ..tooling.provenance import save_json
 from . import prototypes, train
 
+DATASET_CLASSES = 10  # MNIST and Fashion-MNIST
+
 
 def run(
     *,
@@ -59,6 +61,13 @@ def run(
     check_positive_int(eval_every, name="eval_every")
     if train_size is not None:
         train_size = check_positive_int(train_size, name="train_size")
+        if train_size < config.batch_size:
+            raise ValueError(f"`train_size` must be at least batch_size={config.batch_size}, got {train_size}.")
+    if config.batch_sampling == "class_balanced" and config.batch_size % DATASET_CLASSES:
+        raise ValueError(
+            f"`batch_size` {config.batch_size} must be a multiple of the {DATASET_CLASSES} classes for "
+            f"batch_sampling='class_balanced'."
+        )
     stem = Path(out_dir) / f"{dataset}_n{degree}"
     check_writable(stem.with_suffix(".json"), name="out_dir")
     where = dict(data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0, source=source)
@@ -70,8 +79,6 @@ def run(
     if is_writer() and jax.process_count() > 1:
         multihost_utils.sync_global_devices("jamem: data prepared")
     if train_size is not None:
-        if train_size < config.batch_size:
-            raise ValueError(f"`train_size` must be at least batch_size={config.batch_size}, got {train_size}.")
         images, labels = images[:train_size], labels[:train_size]
     model, history = train.fit(
         config,

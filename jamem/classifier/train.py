@@ -1,10 +1,10 @@
 """Training DenseAM classifiers (Krotov & Hopfield 2016, App. A; arXiv:1606.01164, App. A), data-parallel and resumable.
 
-`train_epoch` is one jit-compiled epoch: a keyed shuffle, then `lax.scan` over minibatches, each
+`train_epoch` is one jit-compiled epoch: a keyed draw of minibatches (`epoch_batches`), then `lax.scan` over them, each
 split over all local devices along the batch axis with `jax.sharding` (parameters replicated, the
 gradient all-reduce inserted by XLA). `fit` loops over epochs with a progress bar, evaluates, logs
 metrics to JSON and writes atomic checkpoints from which a killed run resumes bit-for-bit: every
-epoch's shuffle key is `fold_in(key, epoch)`, so a resumed run replays the same minibatches.
+epoch's minibatch key is `fold_in(key, epoch)`, so a resumed run replays the same minibatches.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from .._sharding import data_sharding, is_writer, to_global, to_host
 from .model import DenseAMClassifier, power_loss
 from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
 
+BATCH_SAMPLINGS = ("shuffled", "class_balanced")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -40,6 +42,9 @@ class TrainConfig:
     num_memories: int = 2000
     epochs: int = 300
     batch_size: int = 1000
+    # "shuffled": one permutation of the training set per epoch; "class_balanced": every minibatch
+    # holds batch_size / C images of each class ("100 per class", arXiv:1606.01164, App. A)
+    batch_sampling: str = "shuffled"
     loss: str = "power"  # "power" (arXiv:1606.01164, App. A) or "cross_entropy"
     loss_power: int = 3  # m in (c - t)^(2m)
     learning_rate: float = 0.04
@@ -64,9 +69,21 @@ class TrainConfig:
         _check_in_range(self.learning_rate_decay, "learning_rate_decay", 0, 1, "(0, 1]", closed_below=False)
         if self.loss not in ("power", "cross_entropy"):
             raise ValueError(f"`loss` must be 'power' or 'cross_entropy', got {self.loss!r}.")
+        if self.batch_sampling not in BATCH_SAMPLINGS:
+            raise ValueError(f"`batch_sampling` must be one of {BATCH_SAMPLINGS}, got {self.batch_sampling!r}.")
 
     def temperature(self) -> TemperatureRamp:
         return TemperatureRamp(self.temperature_initial, self.temperature_final, self.temperature_ramp_epochs)
+
+
+# Settings added after checkpoints were first written, with the value every earlier run used: a
+# checkpoint or run record without one of them was trained with this value.
+LEGACY_SETTINGS = {"batch_sampling": "shuffled"}
+
+
+def with_legacy_settings(config: dict) -> dict:
+    """A recorded config (a checkpoint header's, a run's JSON) with the settings it predates filled in."""
+    return {**LEGACY_SETTINGS, **config}
 
 
 def _check_in_range(value, name, low, high, text, *, closed_below=True, closed_above=True):
@@ -159,14 +176,14 @@ def train_epoch(
     batch_size: int,
     loss: str = "power",
     loss_power: int = 3,
+    batch_sampling: str = "shuffled",
 ):
-    """One epoch: shuffle with `key`, then one optimiser step per minibatch of `batch_size`.
+    """One epoch: minibatch indices drawn with `key` (`epoch_batches`), then one optimiser step per minibatch.
 
-    The last incomplete minibatch is dropped. Returns (model, opt_state, mean loss per image,
-    training error of the minibatches as they were seen).
+    Returns (model, opt_state, mean loss per image, training error of the minibatches as they were
+    seen).
     """
-    num_batches = images.shape[0] // batch_size
-    order = jax.random.permutation(key, images.shape[0])[: num_batches * batch_size].reshape(num_batches, batch_size)
+    order = epoch_batches(key, labels, batch_size=batch_size, sampling=batch_sampling, num_classes=model.num_classes)
     params, static = eqx.partition(model, eqx.is_array)
 
     def step(carry, batch_order):
@@ -186,8 +203,55 @@ def train_epoch(
         return (params, opt_state), (value, errors)
 
     (params, opt_state), (losses, errors) = jax.lax.scan(step, (params, opt_state), order)
-    seen = num_batches * batch_size
+    seen = order.size
     return eqx.combine(params, static), opt_state, jnp.sum(losses) / seen, jnp.sum(errors) / seen
+
+
+def epoch_batches(
+    key: PRNGKeyArray, labels: Int[Array, " P"], *, batch_size: int, sampling: str = "shuffled", num_classes: int = 10
+) -> Int[Array, "S B"]:
+    """The image indices of one epoch's S = P // batch_size minibatches.
+
+    "shuffled": a random permutation of the P images, the last incomplete minibatch dropped.
+    "class_balanced": every minibatch holds batch_size / num_classes images of each class (the
+    paper trains on minibatches of "100 examples of each class", arXiv:1606.01164, App. A). Each
+    class is walked in its own random order, starting again from the top when a class has fewer
+    than S * batch_size / num_classes images, so in one epoch a rarer class repeats some images
+    and a commoner one leaves some out (MNIST: 5421 to 6742 images per class, 6000 places each); a
+    class with fewer images than batch_size / num_classes repeats some within one minibatch.
+
+    Labels must lie in [0, num_classes) with every class present; that is checked here when
+    `labels` is concrete, and by `fit` before training (inside `jit` they are traced).
+    """
+    if sampling not in BATCH_SAMPLINGS:
+        raise ValueError(f"`sampling` must be one of {BATCH_SAMPLINGS}, got {sampling!r}.")
+    batch_size = check_positive_int(batch_size, name="batch_size")
+    num_classes = check_positive_int(num_classes, name="num_classes", minimum=2)
+    if batch_size > labels.shape[0]:
+        raise ValueError(f"`batch_size` {batch_size} is larger than the {labels.shape[0]} `labels`.")
+    if sampling == "class_balanced" and batch_size % num_classes:
+        raise ValueError(f"`batch_size` {batch_size} must be a multiple of `num_classes` {num_classes}.")
+    if sampling == "class_balanced" and not isinstance(labels, jax.core.Tracer):
+        present = np.unique(np.asarray(labels))
+        if present.size != num_classes or present[0] != 0 or present[-1] != num_classes - 1:
+            raise ValueError(f"`labels` must hold every class 0 to {num_classes - 1} and no other, got {present}.")
+    num_batches = labels.shape[0] // batch_size
+    if sampling == "shuffled":
+        order = jax.random.permutation(key, labels.shape[0])[: num_batches * batch_size]
+        return order.reshape(num_batches, batch_size)
+    per_class = batch_size // num_classes
+    classes = jnp.arange(num_classes)
+
+    def walk(class_key, label):
+        # the class's indices in random order come first, the others behind them (float32 ties,
+        # about one pair per class, are broken by index)
+        noise = jax.random.uniform(class_key, labels.shape)
+        ranked = jnp.argsort(jnp.where(labels == label, noise, 2.0))
+        count = jnp.sum(labels == label)
+        return ranked[jnp.arange(num_batches * per_class) % count]
+
+    picks = jax.vmap(walk)(jax.random.split(key, num_classes), classes)  # (C, S * per_class)
+    return picks.reshape(num_classes, num_batches, per_class).transpose(1, 0, 2).reshape(num_batches, batch_size)
 
 
 @eqx.filter_jit
@@ -326,7 +390,7 @@ def load_trained(path: str | os.PathLike, *, num_visible: int = 784, num_classes
     with open(path, "rb") as f:
         try:
             header = json.loads(f.readline())
-            config = TrainConfig(**header["config"])
+            config = TrainConfig(**with_legacy_settings(header["config"]))
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"`path` {path} is not a jamem checkpoint (its header does not parse): {err}") from err
     model, _, opt_state = initial_state(config, num_visible=num_visible, num_classes=num_classes)
@@ -388,7 +452,8 @@ def fit(
             Each carries a SHA-256 of its contents; temporaries of a killed write are removed.
         resume: True continues from `checkpoint_path` (an error if there is none); "auto"
             continues if it exists, else starts afresh. The config (but for `epochs`) and the
-            training data (shape and SHA-256) must match the checkpoint's.
+            training data (shape and SHA-256) must match the checkpoint's; a setting the
+            checkpoint predates counts as the value it was trained with (`LEGACY_SETTINGS`).
         metrics_path: JSON file rewritten after every epoch with the config and history.
         eval_every: evaluate `test` every this many epochs (and after the last).
         deadline: a `time.time()` value; the first epoch to end after it is the last one run, a
@@ -425,6 +490,15 @@ def fit(
         )
     steps_per_epoch = images.shape[0] // config.batch_size
     num_classes = int(labels.max()) + 1 if test is None else int(max(labels.max(), test_labels.max())) + 1
+    if config.batch_sampling == "class_balanced":
+        if config.batch_size % num_classes:
+            raise ValueError(
+                f"`batch_size` {config.batch_size} must be a multiple of the {num_classes} classes for "
+                f"batch_sampling='class_balanced'."
+            )
+        missing = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
+        if missing:
+            raise ValueError(f"`train` has no images of classes {missing}; batch_sampling='class_balanced' needs some.")
     model, optimizer, opt_state = initial_state(
         config,
         num_visible=images.shape[1],
@@ -441,7 +515,8 @@ def fit(
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         header, (model, opt_state) = load_checkpoint(checkpoint_path, (model, opt_state))
         # a run may be extended (more epochs); anything else must match
-        differ = sorted(k for k in config_dict if k != "epochs" and header["config"].get(k) != config_dict[k])
+        written = with_legacy_settings(header["config"])
+        differ = sorted(k for k in config_dict if k != "epochs" and written.get(k) != config_dict[k])
         if differ:
             raise ValueError(f"`resume`: the checkpoint {checkpoint_path} was written with other {', '.join(differ)}.")
         if "data" in header and header["data"] != data:  # checkpoints before jamem 0.1.1 have no record
@@ -473,6 +548,7 @@ def fit(
             batch_size=config.batch_size,
             loss=config.loss,
             loss_power=config.loss_power,
+            batch_sampling=config.batch_sampling,
         )
         loss, train_error, finite = to_host((loss, train_error, _all_finite(model)))
         if not (np.isfinite(loss) and finite):

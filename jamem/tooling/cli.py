@@ -154,6 +154,7 @@ def _mnist(args) -> int:
             epochs=args.epochs,
             num_memories=args.memories,
             batch_size=args.batch_size,
+            batch_sampling=args.batch_sampling,
             learning_rate=args.learning_rate,
             momentum=args.momentum,
             temperature_ramp_epochs=args.ramp_epochs,
@@ -250,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="default: the schedule's (3000 paper, 400 compressed)")
     p.add_argument("--memories", type=int, help="K (default 2000)")
     p.add_argument("--batch-size", type=int, help="minibatch (default 1000)")
+    p.add_argument(
+        "--batch-sampling",
+        choices=["shuffled", "class_balanced"],
+        help="class_balanced: batch-size / 10 per class (default: shuffled)",
+    )
     p.add_argument("--learning-rate", type=float, help="eps0 of App. A (preset default)")
     p.add_argument("--momentum", type=float, help="p of App. A (default 0.9)")
     p.add_argument("--ramp-epochs", type=int, help="epochs of the temperature ramp (default: the schedule's)")
