@@ -19,9 +19,8 @@ import math
 from pathlib import Path
 
 from jamem import train
+from jamem.classifier.mnist import PAPER_SAMPLE_ERROR
 from jamem.tooling.provenance import save_json
-
-PAPER_SAMPLE_ERROR = {2: 0.0151, 3: 0.0144, 20: 0.0161, 30: 0.0180}  # arXiv:1606.01164, Fig. 2
 
 
 def spread(degree: int, root: Path) -> dict:

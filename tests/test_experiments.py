@@ -120,3 +120,51 @@ def _load(script: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _write(path: Path, record: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def test_targets_are_read_from_the_runs_and_met_only_by_a_declared_run(tmp_path):
+    targets = _load("experiments/mnist_targets.py")
+    errors = {"compressed": {2: 0.017, 3: 0.0161, 20: 0.0165, 30: 0.0200}, "gpu": {2: 0.0161, 3: 0.0140, 20: 0.017}}
+    first = {"compressed": {2: 99, 3: 78}, "gpu": {2: 150, 3: 185}}
+    for folder, by_degree in errors.items():
+        for n, error in by_degree.items():
+            record = {"complete": True, "eval_split": "test", "final_error": error}
+            record |= {"first_epoch_at_or_below_2pct": first[folder].get(n)}
+            record |= {"fraction_of_memories_voting_for_one_class": 0.16, "images_with_second_ratio_below_0.9": 8492}
+            _write(tmp_path / folder / f"mnist_n{n}.json", record)
+    # an unfinished paper-schedule n = 30 run with errors that would meet the targets does not count
+    _write(tmp_path / "gpu" / "mnist_n30.json", {"complete": False, "final_error": 0.001})
+    spread = [{"degree": 2, "final_test_errors": [0.015, 0.016], "mean": 0.0155, "first_epoch_at_or_below_2pct": [1]}]
+    spread.append(
+        {"degree": 3, "final_test_errors": [0.0161, 0.014], "mean": 0.01505, "first_epoch_at_or_below_2pct": [2]}
+    )
+    _write(tmp_path / "seeds" / "summary.json", {"spread": spread})
+    _write(tmp_path / "bench.json", {"jamem": {"n=3": {"epoch_over_matmul_floor": 1.5}}})
+    slot = {
+        "device": "GPU",
+        "epochs": 3000,
+        "models": [{"degree": 3, "epochs_before": 0, "epochs_after": 3000, "seconds": 203.0}],
+    }
+    _write(tmp_path / "gpu" / "accelerator_slot1.json", slot)
+    targets.main(["--root", str(tmp_path), "--bench", str(tmp_path / "bench.json")])
+    table = {row["target"]: row for row in json.loads((tmp_path / "summary.json").read_text())["targets"]}
+    n2, n3 = table["final-epoch test error at n = 2 <= 1.51%"], table["final-epoch test error at n = 3 <= 1.44%"]
+    assert n2["met"] is False and n2["met_by_seed_mean"] is False and n2["seed_errors"] == [0.015, 0.016]
+    assert n3["met"] is True and n3["values"] == {"compressed_seed0": 0.0161, "paper_schedule": 0.0140}
+    assert table["final-epoch test error at n = 30 <= 1.80%"]["values"] == {"compressed_seed0": 0.02}
+    assert table["final-epoch test error at n = 30 <= 1.80%"]["met"] is False
+    order = table["n = 3 first reaches 2% test error in fewer epochs than n = 2"]
+    assert order["met"] is True and order["values"]["paper_schedule"] == {"2": 150, "3": 185}
+    assert table["n = 30: over 40% of memories vote for one class"]["met"] is False
+    assert table["n = 30: over 8000 test images have no second memory above 0.9 of the largest contribution"]["met"]
+    assert table["a CPU epoch (n = 3) within 1.3x of its matmul floor"] == {
+        "target": "a CPU epoch (n = 3) within 1.3x of its matmul floor",
+        "values": {"cpu": 1.5},
+        "met": False,
+    }
+    assert table["the paper's 3000 epochs at n = 3 in under 5 minutes on one GPU"]["met"] is True
