@@ -56,6 +56,7 @@ seeds)
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done  # a bare `wait` returns 0 whatever the runs did
     [ "$failed" = 0 ] || { echo "a seed run failed: see its output above" >&2; exit 1; }
     $py experiments/mnist_seeds.py
+    $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the targets, met or not
     ;;
 *)
     echo "usage: $0 validate | validate-high [N ...] | validate-others RAMP [LR] | final RAMP [LR] | seeds N S [S ...]" >&2
