@@ -14,20 +14,18 @@ Only complete runs count.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 from jamem import train
-from jamem.classifier.mnist import PAPER_SAMPLE_ERROR
+from jamem.classifier.mnist import PAPER_SAMPLE_ERROR, finished_test_run
 from jamem.tooling.provenance import save_json
 
 
 def spread(degree: int, root: Path) -> dict:
     others = sorted((root / "seeds").glob(f"n{degree}_seed*/mnist_n{degree}.json"))
     paths = [root / "compressed" / f"mnist_n{degree}.json", *others]
-    runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
-    runs = [r for r in runs if r.get("complete") and r.get("eval_split", "test") == "test"]
+    runs = [r for r in map(finished_test_run, paths) if r is not None]
     if not runs:
         raise SystemExit(f"no complete test-split runs for n = {degree} under {root}")
     # a setting added after a run was written counts as the value that run used

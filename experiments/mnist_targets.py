@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from jamem.classifier.mnist import PAPER_SAMPLE_ERROR
+from jamem.classifier.mnist import PAPER_SAMPLE_ERROR, finished_test_run
 from jamem.tooling.provenance import save_json
 
 SCHEDULES = {"compressed_seed0": "compressed", "paper_schedule": "gpu"}
@@ -32,11 +32,9 @@ def _runs(root: Path) -> dict[str, dict[int, dict]]:
     for name, folder in SCHEDULES.items():
         runs[name] = {}
         for degree in PAPER_SAMPLE_ERROR:
-            path = root / folder / f"mnist_n{degree}.json"
-            if path.is_file():
-                record = json.loads(path.read_text())
-                if record.get("complete") and record.get("eval_split", "test") == "test":
-                    runs[name][degree] = record
+            record = finished_test_run(root / folder / f"mnist_n{degree}.json")
+            if record is not None:
+                runs[name][degree] = record
     return runs
 
 

@@ -9,6 +9,7 @@ feature-to-prototype statistics) and the memories as a grid of 28x28 images.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import jax
@@ -65,11 +66,8 @@ def run(
         train_size = check_positive_int(train_size, name="train_size")
         if train_size < config.batch_size:
             raise ValueError(f"`train_size` must be at least batch_size={config.batch_size}, got {train_size}.")
-    if config.batch_sampling == "class_balanced" and config.batch_size % DATASET_CLASSES:
-        raise ValueError(
-            f"`batch_size` {config.batch_size} must be a multiple of the {DATASET_CLASSES} classes for "
-            f"batch_sampling='class_balanced'."
-        )
+    if config.batch_sampling == "class_balanced":
+        train.check_class_balanced(config.batch_size, DATASET_CLASSES)  # before the data is read
     stem = Path(out_dir) / f"{dataset}_n{degree}"
     check_writable(stem.with_suffix(".json"), name="out_dir")
     where = dict(data_dir=data_dir, cache_dir=cache_dir, validation_size=10000 if validation else 0, source=source)
@@ -139,6 +137,16 @@ def analyse(model, history: train.History, *, config: train.TrainConfig, images,
         "images_with_second_ratio_below_0.9": int(np.sum(ratios < 0.9)),
         "history": history.rows,
     }
+
+
+def finished_test_run(path: str | Path) -> dict | None:
+    """The summary `run` wrote at `path` if that run is complete and evaluated on the test split
+    (not the validation split), else None (also when there is no file)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("complete") and record.get("eval_split", "test") == "test" else None
 
 
 def attack_target(path: str | Path):

@@ -229,29 +229,42 @@ def epoch_batches(
     num_classes = check_positive_int(num_classes, name="num_classes", minimum=2)
     if batch_size > labels.shape[0]:
         raise ValueError(f"`batch_size` {batch_size} is larger than the {labels.shape[0]} `labels`.")
-    if sampling == "class_balanced" and batch_size % num_classes:
-        raise ValueError(f"`batch_size` {batch_size} must be a multiple of `num_classes` {num_classes}.")
-    if sampling == "class_balanced" and not isinstance(labels, jax.core.Tracer):
-        present = np.unique(np.asarray(labels))
-        if present.size != num_classes or present[0] != 0 or present[-1] != num_classes - 1:
-            raise ValueError(f"`labels` must hold every class 0 to {num_classes - 1} and no other, got {present}.")
+    if sampling == "class_balanced":
+        check_class_balanced(batch_size, num_classes, None if isinstance(labels, jax.core.Tracer) else labels)
     num_batches = labels.shape[0] // batch_size
     if sampling == "shuffled":
         order = jax.random.permutation(key, labels.shape[0])[: num_batches * batch_size]
         return order.reshape(num_batches, batch_size)
     per_class = batch_size // num_classes
-    classes = jnp.arange(num_classes)
 
     def walk(class_key, label):
         # the class's indices in random order come first, the others behind them (float32 ties,
         # about one pair per class, are broken by index)
-        noise = jax.random.uniform(class_key, labels.shape)
-        ranked = jnp.argsort(jnp.where(labels == label, noise, 2.0))
-        count = jnp.sum(labels == label)
-        return ranked[jnp.arange(num_batches * per_class) % count]
+        members = labels == label
+        ranked = jnp.argsort(jnp.where(members, jax.random.uniform(class_key, labels.shape), 2.0))
+        return ranked[jnp.arange(num_batches * per_class) % jnp.sum(members)]
 
-    picks = jax.vmap(walk)(jax.random.split(key, num_classes), classes)  # (C, S * per_class)
+    picks = jax.vmap(walk)(jax.random.split(key, num_classes), jnp.arange(num_classes))  # (C, S * per_class)
     return picks.reshape(num_classes, num_batches, per_class).transpose(1, 0, 2).reshape(num_batches, batch_size)
+
+
+def check_class_balanced(batch_size: int, num_classes: int, labels=None, *, labels_name: str = "`labels`") -> None:
+    """What batch_sampling='class_balanced' needs: `batch_size` a multiple of `num_classes`, and
+    (when given) `labels` holding every class 0 .. num_classes - 1 and no other."""
+    if batch_size % num_classes:
+        raise ValueError(
+            f"`batch_size` {batch_size} must be a multiple of the {num_classes} classes (`num_classes` "
+            f"{num_classes}) for batch_sampling='class_balanced'."
+        )
+    if labels is not None:
+        present = set(np.unique(np.asarray(labels)).tolist())
+        missing, others = sorted(set(range(num_classes)) - present), sorted(present - set(range(num_classes)))
+        wrong = [f"no images of classes {missing}"] * bool(missing) + [f"images of classes {others}"] * bool(others)
+        if wrong:
+            raise ValueError(
+                f"{labels_name} must hold every class 0 to {num_classes - 1} and no other for "
+                f"batch_sampling='class_balanced': {', '.join(wrong)}."
+            )
 
 
 @eqx.filter_jit
@@ -491,14 +504,7 @@ def fit(
     steps_per_epoch = images.shape[0] // config.batch_size
     num_classes = int(labels.max()) + 1 if test is None else int(max(labels.max(), test_labels.max())) + 1
     if config.batch_sampling == "class_balanced":
-        if config.batch_size % num_classes:
-            raise ValueError(
-                f"`batch_size` {config.batch_size} must be a multiple of the {num_classes} classes for "
-                f"batch_sampling='class_balanced'."
-            )
-        missing = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
-        if missing:
-            raise ValueError(f"`train` has no images of classes {missing}; batch_sampling='class_balanced' needs some.")
+        check_class_balanced(config.batch_size, num_classes, labels, labels_name="`train` labels")
     model, optimizer, opt_state = initial_state(
         config,
         num_visible=images.shape[1],
