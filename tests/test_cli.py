@@ -72,6 +72,8 @@ def test_mnist_evaluate_reports_the_saved_models_error(small_mnist_run, cache, c
     assert f"test error {100 * final:.2f}%" in out and "prototypes:" in out
     summary = mnist.evaluate(path, data_dir=str(SHARED_DATA))
     assert summary["test_error"] == pytest.approx(final, abs=1e-6)  # recomputed, not read back
+    silent = summary["memories_silent_on_eval_images"]
+    assert f"{silent} of {summary['config']['num_memories']} memories add to no class on any test image" in out
 
 
 def test_accelerator_script_dry_run(tmp_path, cache):

@@ -182,6 +182,29 @@ def test_prototype_statistics_on_a_constructed_model():
     np.testing.assert_allclose(ratio, [(on1 - off1) / (on0 - off0)], rtol=1e-6)
 
 
+def test_silent_memories_are_the_ones_with_no_gradient():
+    model = DenseAMClassifier(num_memories=4, num_visible=4, num_classes=3, degree=2, key=jax.random.key(0))
+    visible = jnp.array(
+        [[1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0], [-1.0, -1.0, -0.5, 0.0], [-1.0, -1.0, -1.0, 0.0]]
+    )
+    classes = jnp.array([[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0], [1.0, -1.0, -1.0], [1.0, -1.0, -1.0]])
+    model = eqx.tree_at(lambda m: m.memories, model, jnp.concatenate([visible, classes], 1))
+    images = jnp.ones((2, 4))
+    # xi . U on the image of ones: 4 + 3 = 7; -4 + 3 = -1; -2.5 + 1 = -1.5, but class 0 on adds
+    # 2 (0.5 > 0); -3 + 1 = -2, and class 0 on reaches exactly 0
+    np.testing.assert_array_equal(prototypes.silent_memories(model, images), [False, True, False, True])
+    grads = jax.grad(lambda m: train.batch_loss(m, images, jnp.array([0, 1]), temperature=3.0, loss_power=2)[0])(model)
+    row_sizes = np.abs(np.asarray(grads.memories)).max(axis=1)
+    assert row_sizes[0] > 0 and row_sizes[2] > 0 and row_sizes[1] == 0 and row_sizes[3] == 0, row_sizes
+    # a memory silent on one image but not on another is not silent
+    mixed = jnp.concatenate([images, -jnp.ones((1, 4))])  # memory 1 on -1s: 4 + 3 > 0
+    np.testing.assert_array_equal(prototypes.silent_memories(model, mixed, chunk_size=2), [False, False, False, False])
+    with pytest.raises(ValueError, match="images"):
+        prototypes.silent_memories(model, jnp.ones((0, 4)))
+    with pytest.raises(ValueError, match="images"):
+        prototypes.silent_memories(model, jnp.ones((2, 5)))
+
+
 _PARALLEL_SCRIPT = textwrap.dedent(
     """
     import sys, numpy as np, jax

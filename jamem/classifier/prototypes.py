@@ -10,14 +10,24 @@ At small n most memories vote for several classes and many memories add up to a 
 - `second_contribution_ratio`: for each image, with d_mu = F(xi^mu . V_alpha) - F(xi^mu . U)
   for the predicted class alpha, the second-largest d_mu over the largest. Values near 1 mean
   several memories share the decision; the paper counts images where it stays below 0.9.
+
+A third says how many memories take part at all:
+
+- `silent_memories`: memories that add nothing to any class on any of the given images
+  (F(xi^mu . V_alpha) = F(xi^mu . U) = 0 for every alpha). On the training set such a memory gets
+  an exactly zero gradient, so nothing trains it any more, while the per-memory normalised
+  momentum of App. A keeps moving it in its last direction until the velocity underflows; its
+  class weights are left wherever that takes them. Counting votes over the memories that do take
+  part separates the trained ones from these.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
+from .._checks import check_positive, check_positive_int
 from .model import DenseAMClassifier
 
 
@@ -25,6 +35,36 @@ def classes_per_memory(model: DenseAMClassifier, *, threshold: float = 0.0) -> I
     """How many classes each memory votes for: #{alpha : xi^mu_alpha > threshold}."""
     _, classes = model.split_memories()
     return jnp.sum(classes > threshold, axis=-1)
+
+
+def silent_memories(
+    model: DenseAMClassifier, images: Float[Array, "P N"], *, eps: float = 1.0, chunk_size: int = 1000
+) -> Bool[Array, " K"]:
+    """Per memory: whether it contributes to no class on any image.
+
+    With the classes started at -eps, memory mu is silent on image v when
+    xi^mu . U + 2 eps max(0, max_alpha xi^mu_alpha) <= 0 (U = (v, all classes -eps)): then both
+    F(xi^mu . V_alpha) and F(xi^mu . U) are 0 for every alpha, whatever the temperature.
+    """
+    images = jnp.asarray(images)
+    if images.ndim != 2 or images.shape[1] != model.num_visible:
+        raise ValueError(f"`images` must have shape (P, {model.num_visible}), got {images.shape}.")
+    if images.shape[0] == 0:
+        raise ValueError("`images` is empty: a memory's silence needs at least one image.")
+    check_positive(eps, name="eps")
+    chunk_size = check_positive_int(chunk_size, name="chunk_size")
+    loudest = jnp.max(
+        jnp.stack([_loudest(model, images[i : i + chunk_size], eps) for i in range(0, images.shape[0], chunk_size)]),
+        axis=0,
+    )
+    return loudest <= 0
+
+
+@jax.jit
+def _loudest(model: DenseAMClassifier, images: Float[Array, "B N"], eps) -> Float[Array, " K"]:
+    """max over the images of xi^mu . U + 2 eps max(0, max_alpha xi^mu_alpha), per memory."""
+    base, shift = model.gap_inputs(images, temperature=1.0, eps=eps)
+    return jnp.max(base, axis=0) + jnp.maximum(jnp.max(shift, axis=0), 0.0)
 
 
 @jax.jit

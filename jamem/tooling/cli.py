@@ -147,6 +147,11 @@ def _mnist(args) -> int:
             f"{summary['images_with_second_ratio_below_0.9']} of {len(summary['second_ratio'])} test images have no "
             f"second memory above 0.9 of the largest contribution"
         )
+        active = summary["fraction_of_active_memories_voting_for_one_class"]
+        print(
+            f"{summary['memories_silent_on_eval_images']} of {config['num_memories']} memories add to no class on any "
+            f"test image; of the others, {_percent(active)} vote for one class"
+        )
         return 0
     overrides = {
         key: value
