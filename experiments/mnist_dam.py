@@ -3,8 +3,8 @@
     python experiments/mnist_dam.py --degrees 2,3,20,30 --memories 400 --epochs 40 --out results/mnist_k400
     python experiments/mnist_dam.py --aggregate-only --out results/mnist_cpu     # plots from finished runs
     # the compressed schedule (jamem.train.preset): chosen on the 50k/10k split, then retrained on 60k
-    python experiments/mnist_dam.py --schedule compressed --validation --ramp-epochs 100 \
-        --out results/mnist_paper/validation/ramp100
+    python experiments/mnist_dam.py --schedule compressed --validation --ramp-epochs 27 \
+        --out results/mnist_paper/validation/ramp27
     python experiments/mnist_dam.py --schedule compressed --out results/mnist_paper/compressed
 
 Each degree is one `jamem mnist` run (`jamem.mnist.run`, resumable, its own JSON, checkpoint and

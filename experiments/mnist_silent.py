@@ -1,7 +1,7 @@
 """Memories that take no part: how many of the K = 2000 memories of each saved MNIST model add to no
 class on any image, and how the one-class vote of arXiv:1606.01164 (Figs. 2, 4) reads without them.
 
-    python experiments/mnist_silent.py      # re-evaluates results/mnist_paper/{compressed,gpu}/*.eqx
+    python experiments/mnist_silent.py  # re-evaluates results/mnist_paper/{compressed,ramp100/compressed,gpu}/*.eqx
 
 A memory is silent on an image when F(xi . V_alpha) = F(xi . U) = 0 for every class alpha
 (`jamem.prototypes.silent_memories`). Silent on the whole training set, it gets an exactly zero
@@ -55,9 +55,10 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     root = Path(args.root)
-    paths = sorted(root.glob("compressed/mnist_n*.eqx")) + sorted(root.glob("gpu/mnist_n*.eqx"))
+    folders = ("compressed", "ramp100/compressed", "gpu")
+    paths = [path for folder in folders for path in sorted(root.glob(f"{folder}/mnist_n*.eqx"))]
     if not paths:
-        raise SystemExit(f"no saved models under {root}/compressed or {root}/gpu")
+        raise SystemExit(f"no saved models under {', '.join(f'{root}/{folder}' for folder in folders)}")
     train_images, _ = data.load("mnist", split="train", data_dir=args.data_dir)
     test_images, _ = data.load("mnist", split="test", data_dir=args.data_dir)
     train_images, test_images = jnp.asarray(train_images), jnp.asarray(test_images)

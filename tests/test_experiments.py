@@ -111,6 +111,24 @@ def test_seed_spread_reads_final_epochs_and_refuses_mixed_settings(tmp_path):
     _fake_run(tmp_path / "seeds" / "n3_seed4" / "mnist_n3.json", seed=4, final_error=0.017, learning_rate=0.02)
     with pytest.raises(SystemExit, match="differ in more than the seed"):
         spread.main(["--root", str(tmp_path)])
+    # the ramp's length is moot at a constant T, and matters while T moves
+    for degree, initial in ((30, 650.0), (2, 350.0)):
+        for seed, ramp_epochs in ((0, 100), (1, 27)):
+            folder = "compressed" if seed == 0 else f"seeds/n{degree}_seed{seed}"
+            temperatures = {"temperature_initial": initial, "temperature_final": 650.0}
+            _fake_run(
+                tmp_path / folder / f"mnist_n{degree}.json",
+                seed=seed,
+                final_error=0.02,
+                degree=degree,
+                temperature_ramp_epochs=ramp_epochs,
+                **temperatures,
+            )
+    spread.main(["--root", str(tmp_path), "--degrees", "30"])
+    (row,) = json.loads((tmp_path / "seeds" / "summary.json").read_text())["spread"]
+    assert row["seeds"] == [0, 1]
+    with pytest.raises(SystemExit, match="differ in more than the seed"):
+        spread.main(["--root", str(tmp_path), "--degrees", "2"])
     _fake_run(
         tmp_path / "seeds" / "n3_seed4" / "mnist_n3.json", seed=4, final_error=0.017, batch_sampling="class_balanced"
     )

@@ -312,9 +312,13 @@ def test_paper_and_compressed_schedules():
         short = train.preset(3, schedule="compressed", epochs=epochs)
         # the same total decay as 0.998^3000, reached at the end of the shorter run
         assert short.learning_rate_decay**epochs == pytest.approx(0.998**3000, rel=1e-9)
-        assert short.epochs == epochs and short.temperature_ramp_epochs == train.COMPRESSED_RAMP_EPOCHS
+        # and the 200-epoch ramp shrunk in the same proportion
+        assert short.epochs == epochs and short.temperature_ramp_epochs == round(200 * epochs / 3000)
         assert (short.temperature_initial, short.loss_power, short.momentum) == (300.0, 3, 0.9)
     assert train.preset(3, schedule="compressed", learning_rate_decay=0.99).learning_rate_decay == 0.99
+    assert train.preset(3, schedule="compressed").temperature_ramp_epochs == 27
+    assert train.preset(3, schedule="compressed", epochs=5).temperature_ramp_epochs == 1
+    assert train.preset(3, schedule="compressed", temperature_ramp_epochs=100).temperature_ramp_epochs == 100
     # the compressed schedule's own choices per degree, and only there; explicit overrides still win
     assert train.preset(30, schedule="compressed").learning_rate == 0.04
     assert train.preset(20, schedule="compressed").learning_rate == 0.04
