@@ -22,22 +22,14 @@ from jamem.classifier.mnist import PAPER_SAMPLE_ERROR, finished_test_run
 from jamem.tooling.provenance import save_json
 
 
-def _settings_that_matter(config: dict) -> dict:
-    """A run's settings but its seed: a setting added after the run was written counts as the value
-    it used, and with T_i = T_f (large n) the ramp's length is moot."""
-    settings = {k: v for k, v in train.with_legacy_settings(config).items() if k != "seed"}
-    if settings.get("temperature_initial") == settings.get("temperature_final"):
-        settings.pop("temperature_ramp_epochs", None)
-    return settings
-
-
 def spread(degree: int, root: Path) -> dict:
     others = sorted((root / "seeds").glob(f"n{degree}_seed*/mnist_n{degree}.json"))
     paths = [root / "compressed" / f"mnist_n{degree}.json", *others]
     runs = [r for r in map(finished_test_run, paths) if r is not None]
     if not runs:
         raise SystemExit(f"no complete test-split runs for n = {degree} under {root}")
-    settings = [_settings_that_matter(r["config"]) for r in runs]
+    # every setting but the seed, as it acts on training (`train.settings_that_matter`)
+    settings = [{k: v for k, v in train.settings_that_matter(r["config"]).items() if k != "seed"} for r in runs]
     if any(s != settings[0] for s in settings):
         raise SystemExit(f"the n = {degree} runs differ in more than the seed: {settings}")
     errors = [r["final_error"] for r in runs]  # the last epoch's, as `jamem.mnist.analyse` records it

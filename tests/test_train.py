@@ -485,3 +485,24 @@ def test_checkpoint_written_before_a_setting_existed_resumes_with_the_value_it_u
     balanced = train.TrainConfig(epochs=4, **{**TOY, "batch_sampling": "class_balanced", "batch_size": 39})
     with pytest.raises(ValueError, match=r"other batch_sampling, batch_size\."):
         train.fit(balanced, (images, labels), checkpoint_path=ckpt, resume=True, progress=False)
+
+
+def test_the_ramp_length_of_a_constant_temperature_does_not_block_resuming(tmp_path):
+    images, labels = _toy_data()
+    constant = {**TOY, "temperature_final": TOY["temperature_initial"]}
+    full, _ = train.fit(train.TrainConfig(epochs=3, **constant), (images, labels), progress=False)
+    ckpt = tmp_path / "run.ckpt"
+    train.fit(train.TrainConfig(epochs=2, **constant), (images, labels), checkpoint_path=ckpt, progress=False)
+    other_ramp = train.TrainConfig(epochs=3, **{**constant, "temperature_ramp_epochs": 27})
+    resumed, _ = train.fit(other_ramp, (images, labels), checkpoint_path=ckpt, resume=True, progress=False)
+    np.testing.assert_array_equal(resumed.memories, full.memories)
+    ramped = tmp_path / "ramped.ckpt"
+    train.fit(train.TrainConfig(epochs=2, **TOY), (images, labels), checkpoint_path=ramped, progress=False)
+    with pytest.raises(ValueError, match=r"other temperature_ramp_epochs\."):
+        train.fit(
+            train.TrainConfig(epochs=3, **{**TOY, "temperature_ramp_epochs": 27}),
+            (images, labels),
+            checkpoint_path=ramped,
+            resume=True,
+            progress=False,
+        )

@@ -86,6 +86,15 @@ def with_legacy_settings(config: dict) -> dict:
     return {**LEGACY_SETTINGS, **config}
 
 
+def settings_that_matter(config: dict) -> dict:
+    """A recorded config as it acts on training: `with_legacy_settings`, and without the ramp's
+    length when T is constant (temperature_initial == temperature_final), where it changes nothing."""
+    settings = with_legacy_settings(config)
+    if settings.get("temperature_initial") == settings.get("temperature_final"):
+        settings.pop("temperature_ramp_epochs", None)
+    return settings
+
+
 def _check_in_range(value, name, low, high, text, *, closed_below=True, closed_above=True):
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (low <= value if closed_below else low < value) and (value <= high if closed_above else value < high)
@@ -529,8 +538,8 @@ def fit(
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         header, (model, opt_state) = load_checkpoint(checkpoint_path, (model, opt_state))
         # a run may be extended (more epochs); anything else must match
-        written = with_legacy_settings(header["config"])
-        differ = sorted(k for k in config_dict if k != "epochs" and written.get(k) != config_dict[k])
+        written, wanted = settings_that_matter(header["config"]), settings_that_matter(config_dict)
+        differ = sorted(k for k in wanted.keys() | written.keys() if k != "epochs" and written.get(k) != wanted.get(k))
         if differ:
             raise ValueError(f"`resume`: the checkpoint {checkpoint_path} was written with other {', '.join(differ)}.")
         if "data" in header and header["data"] != data:  # checkpoints before jamem 0.1.1 have no record
