@@ -3,13 +3,27 @@
 # retrain on all 60k and report the 10k test error at the last epoch). Resumable: rerun to continue.
 #   bash experiments/mnist_paper.sh validate     # candidate schedules on the validation split
 #   bash experiments/mnist_paper.sh validate-high [N ...]  # eps0 for n = 20, 30 (or N) on the validation split
-#   bash experiments/mnist_paper.sh validate-ramp  # n = 3, shorter temperature ramps (27, 50 epochs) on the validation split
+#   bash experiments/mnist_paper.sh validate-ramp [R ...]  # n = 3, shorter temperature ramps (27, 50 epochs or R) on the validation split
 #   bash experiments/mnist_paper.sh final [LR]   # retrain n = 2, 3, 20, 30 (and 8) on 60k with the preset
 #   bash experiments/mnist_paper.sh seeds N S [S ...]  # the final n = N run again with other seeds, then the spread
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 root=results/mnist_paper
+
+side_by_side() {
+    # each command pinned to its own core, all at once; fails if any of them does (a bare `wait`
+    # returns 0 whatever the runs did)
+    local pids=() core=0 failed=0 pid
+    for command in "$@"; do
+        taskset -c $((core % $(nproc))) $command &
+        pids+=($!)
+        core=$((core + 1))
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || { echo "a run failed: see its output above" >&2; exit 1; }
+}
+
 case "${1:-}" in
 validate)
     # n = 3 first: the ramp length and the step size are the choices the compressed schedule adds
@@ -35,18 +49,13 @@ validate-high)
 validate-ramp)
     # n = 3 (2026-11-28, fifth session): the compressed schedule squeezes the paper's decay 7.5x but its
     # 200-epoch ramp only 2x (to 100 of 400 epochs); 27 epochs is the ramp squeezed in proportion, 50
-    # lies between. The two runs side by side, one core each.
-    pids=()
-    core=0
-    for ramp in 27 50; do
-        taskset -c $((core % $(nproc))) $py experiments/mnist_dam.py --degrees 3 --schedule compressed --validation \
-            --eval-every 5 --no-progress --ramp-epochs $ramp --out "$root/validation/ramp$ramp" &
-        pids+=($!)
-        core=$((core + 1))
+    # lies between (the default pair). Sixth session, after 27 won: 13 and 0 (T_f from the first epoch).
+    shift
+    commands=()
+    for ramp in ${@:-27 50}; do
+        commands+=("$py experiments/mnist_dam.py --degrees 3 --schedule compressed --validation --eval-every 5 --no-progress --ramp-epochs $ramp --out $root/validation/ramp$ramp")
     done
-    failed=0
-    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-    [ "$failed" = 0 ] || { echo "a validation run failed: see its output above" >&2; exit 1; }
+    side_by_side "${commands[@]}"
     ;;
 validate-others)
     $py experiments/mnist_dam.py --degrees 2,20,30 --schedule compressed --validation --eval-every 5 --no-progress \
@@ -62,22 +71,16 @@ seeds)
     n=${2:?degree}
     shift 2
     # (the compressed preset, as `final` runs it; mnist_seeds.py refuses runs that differ)
-    core=0
-    pids=()
+    commands=()
     for seed in "$@"; do
-        taskset -c $((core % $(nproc))) $py experiments/mnist_dam.py --degrees "$n" --schedule compressed --no-progress \
-            --seed "$seed" --out "$root/seeds/n${n}_seed$seed" &
-        pids+=($!)
-        core=$((core + 1))
+        commands+=("$py experiments/mnist_dam.py --degrees $n --schedule compressed --no-progress --seed $seed --out $root/seeds/n${n}_seed$seed")
     done
-    failed=0
-    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done  # a bare `wait` returns 0 whatever the runs did
-    [ "$failed" = 0 ] || { echo "a seed run failed: see its output above" >&2; exit 1; }
+    side_by_side "${commands[@]}"
     $py experiments/mnist_seeds.py
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the issue's targets, met or not
     ;;
 *)
-    echo "usage: $0 validate | validate-high [N ...] | validate-ramp | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
+    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [R ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
     exit 2
     ;;
 esac
