@@ -1,4 +1,4 @@
-"""Memories that take no part: how many of the K = 2000 memories of each saved MNIST model add to no
+"""Memories that take no part: how many of the K memories of each saved MNIST model add to no
 class on any image, and how the one-class vote of arXiv:1606.01164 (Figs. 2, 4) reads without them.
 
     python experiments/mnist_silent.py  # re-evaluates results/mnist_paper/{compressed,ramp100/compressed,gpu}/*.eqx
@@ -29,10 +29,9 @@ from jamem.tooling.provenance import save_json
 def silence(path: Path, train_images, test_images) -> dict:
     model, config, history = train.load_trained(path)
     votes = np.asarray(prototypes.classes_per_memory(model))
-    silent_train = np.asarray(prototypes.silent_memories(model, train_images))
-    silent_test = np.asarray(prototypes.silent_memories(model, test_images))
-    active = ~silent_train
-    active_one_class = float(np.mean(votes[active] == 1)) if active.any() else None
+    silent_train = prototypes.silent_memories(model, train_images)
+    silent_test = prototypes.silent_memories(model, test_images)
+    active = ~np.asarray(silent_train)
     return {
         "model": str(path),
         "degree": config.degree,
@@ -40,10 +39,11 @@ def silence(path: Path, train_images, test_images) -> dict:
         "learning_rate": config.learning_rate,
         "learning_rate_decay": config.learning_rate_decay,
         "final_test_error": history.rows[-1]["test_error"] if history.rows else None,
+        "memories": int(model.memories.shape[0]),
         "silent_on_train_images": int(silent_train.sum()),
         "silent_on_test_images": int(silent_test.sum()),
-        "fraction_of_memories_voting_for_one_class": float(np.mean(votes == 1)),
-        "fraction_of_active_memories_voting_for_one_class": active_one_class,
+        "fraction_of_memories_voting_for_one_class": prototypes.one_class_share(model),
+        "fraction_of_active_memories_voting_for_one_class": prototypes.one_class_share(model, among=~silent_train),
         "classes_per_memory_histogram_active": np.bincount(votes[active], minlength=model.num_classes + 1).tolist(),
         "classes_per_memory_histogram_silent": np.bincount(votes[~active], minlength=model.num_classes + 1).tolist(),
     }
@@ -66,7 +66,8 @@ def main(argv=None):
     for row in rows:
         active = row["fraction_of_active_memories_voting_for_one_class"]
         print(
-            f"{row['model']}: {row['silent_on_train_images']} of 2000 silent on the training set; one class: "
+            f"{row['model']}: {row['silent_on_train_images']} of {row['memories']} silent on the training set; "
+            f"one class: "
             f"{100 * row['fraction_of_memories_voting_for_one_class']:.1f}% of all, "
             f"{'-' if active is None else f'{100 * active:.1f}%'} of the active"
         )

@@ -104,6 +104,19 @@ TOY = dict(degree=3, num_memories=20, batch_size=40, learning_rate=0.1, temperat
 TOY.update(temperature_final=4.0, temperature_ramp_epochs=3, loss_power=2)
 
 
+def test_fit_refuses_a_start_too_cold_to_move(tmp_path):
+    # arXiv:1606.01164 ramps n = 3 down from T = 300: started at T = 60 the MNIST run saturates
+    # every tanh, its gradient underflows to 0 and 400 epochs stay at chance (validation/ramp0)
+    images, labels = _toy_data()
+    cold = TOY | dict(temperature_initial=0.01, temperature_final=0.01)
+    checkpoint = tmp_path / "cold.ckpt"
+    for ramp, name in ((3, "temperature_initial"), (0, "temperature_final")):
+        config = train.TrainConfig(epochs=2, **(cold | dict(temperature_ramp_epochs=ramp)))
+        with pytest.raises(ValueError, match=f"`{name}` 0.01 is too low for degree 3.*exactly zero"):
+            train.fit(config, (images, labels), checkpoint_path=checkpoint, progress=False)
+    assert not checkpoint.exists()  # refused before any epoch ran
+
+
 def test_fit_learns_toy_problem_and_logs(tmp_path):
     images, labels = _toy_data()
     config = train.TrainConfig(epochs=6, **TOY)
@@ -203,6 +216,19 @@ def test_silent_memories_are_the_ones_with_no_gradient():
         prototypes.silent_memories(model, jnp.ones((0, 4)))
     with pytest.raises(ValueError, match="images"):
         prototypes.silent_memories(model, jnp.ones((2, 5)))
+
+
+def test_one_class_share_counts_over_all_or_the_selected_memories():
+    model = DenseAMClassifier(num_memories=4, num_visible=2, num_classes=3, degree=2, key=jax.random.key(0))
+    classes = jnp.array([[0.5, -1.0, -1.0], [0.5, 0.5, -1.0], [-1.0, -1.0, 0.0], [-1.0, 0.2, -1.0]])
+    model = eqx.tree_at(lambda m: m.memories, model, jnp.concatenate([jnp.zeros((4, 2)), classes], 1))
+    # votes (entries > 0): 1, 2, 0 (0 is not > 0), 1
+    assert prototypes.one_class_share(model) == pytest.approx(2 / 4)
+    assert prototypes.one_class_share(model, among=jnp.array([True, True, False, False])) == pytest.approx(1 / 2)
+    assert prototypes.one_class_share(model, among=jnp.array([True, False, False, True])) == pytest.approx(1.0)
+    assert prototypes.one_class_share(model, among=jnp.zeros(4, bool)) is None
+    with pytest.raises(ValueError, match="among"):
+        prototypes.one_class_share(model, among=jnp.ones(3, bool))
 
 
 _PARALLEL_SCRIPT = textwrap.dedent(

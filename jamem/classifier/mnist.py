@@ -122,8 +122,7 @@ def analyse(model, history: train.History, *, config: train.TrainConfig, images,
     temperature = config.temperature()(max(len(history.rows) - 1, 0))
     votes = np.asarray(prototypes.classes_per_memory(model))
     ratios = np.asarray(prototypes.second_contribution_ratio(model, jnp.asarray(images), temperature=temperature))
-    silent = np.asarray(prototypes.silent_memories(model, jnp.asarray(images)))
-    active_one_class = float(np.mean(votes[~silent] == 1)) if (~silent).any() else None
+    silent = prototypes.silent_memories(model, jnp.asarray(images))
     final = history.rows[-1]["test_error"] if history.rows else None
     return {
         "dataset": dataset,
@@ -134,10 +133,10 @@ def analyse(model, history: train.History, *, config: train.TrainConfig, images,
         "final_error": final,
         "first_epoch_at_or_below_2pct": history.first_epoch_below(0.02),
         "classes_per_memory_histogram": np.bincount(votes, minlength=model.num_classes + 1).tolist(),
-        "fraction_of_memories_voting_for_one_class": float(np.mean(votes == 1)),
+        "fraction_of_memories_voting_for_one_class": prototypes.one_class_share(model),
         # memories that add to no class on any evaluated image: nothing trains them any more
-        "memories_silent_on_eval_images": int(np.sum(silent)),
-        "fraction_of_active_memories_voting_for_one_class": active_one_class,
+        "memories_silent_on_eval_images": int(jnp.sum(silent)),
+        "fraction_of_active_memories_voting_for_one_class": prototypes.one_class_share(model, among=~silent),
         "second_ratio": np.round(ratios, 4).tolist(),
         "images_with_second_ratio_below_0.9": int(np.sum(ratios < 0.9)),
         "history": history.rows,

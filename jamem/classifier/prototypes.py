@@ -18,7 +18,7 @@ A third says how many memories take part at all:
   an exactly zero gradient, so nothing trains it any more, while the per-memory normalised
   momentum of App. A keeps moving it in its last direction until the velocity underflows; its
   class weights are left wherever that takes them. Counting votes over the memories that do take
-  part separates the trained ones from these.
+  part (`one_class_share(model, among=~silent)`) separates the trained ones from these.
 """
 
 from __future__ import annotations
@@ -35,6 +35,21 @@ def classes_per_memory(model: DenseAMClassifier, *, threshold: float = 0.0) -> I
     """How many classes each memory votes for: #{alpha : xi^mu_alpha > threshold}."""
     _, classes = model.split_memories()
     return jnp.sum(classes > threshold, axis=-1)
+
+
+def one_class_share(
+    model: DenseAMClassifier, *, among: Bool[Array, " K"] | None = None, threshold: float = 0.0
+) -> float | None:
+    """The fraction of memories that vote for exactly one class (`classes_per_memory` == 1), over all
+    memories or over those `among` selects (e.g. ~`silent_memories(...)`); None if it selects none."""
+    single = classes_per_memory(model, threshold=threshold) == 1
+    if among is None:
+        return float(jnp.mean(single))
+    among = jnp.asarray(among)
+    if among.shape != single.shape or among.dtype != jnp.bool_:
+        raise ValueError(f"`among` must be a boolean mask of shape {single.shape}, got {among.dtype}{among.shape}.")
+    count = int(jnp.sum(among))
+    return float(jnp.sum(single & among) / count) if count else None
 
 
 def silent_memories(

@@ -465,7 +465,9 @@ def fit(
     """Train a DenseAM classifier for `config.epochs` epochs; returns (model, history).
 
     A non-finite loss or parameters stop training with `FloatingPointError` before anything of
-    that epoch is written, so the last checkpoint stays the last good state.
+    that epoch is written, so the last checkpoint stays the last good state. A fresh start whose
+    loss gradient is exactly zero on the first minibatch (a first temperature too low for the
+    initial memories: tanh saturates) is refused with `ValueError` before the first epoch.
 
     Data-parallel over every device of every process (`jamem.tooling.distributed` starts the
     processes): each process holds the training set, each device computes its share of every
@@ -548,6 +550,8 @@ def fit(
                 f"`train` ({data}): another dataset, split, size or order."
             )
         start, history = header["epoch"], History(header["history"])
+    if start == 0:
+        _check_gradient_moves(model, images[: config.batch_size], labels[: config.batch_size], config)
 
     # every process holds the whole (small) training set, replicated on its devices; each device
     # gathers only its share of every minibatch inside the epoch (`train_epoch`)
@@ -610,6 +614,32 @@ def fit(
     if jax.process_count() > 1:  # hand back a model this process can use on its own
         model = jax.tree.map(jnp.asarray, to_host(model))
     return model, history
+
+
+def _check_gradient_moves(model, images, labels, config: TrainConfig) -> None:
+    """Refuse a start whose loss gradient is exactly zero on the first minibatch.
+
+    A temperature too low for the initial memories puts beta sum_mu [F(xi . V_alpha) - F(xi . U)]
+    at hundreds for every class, so tanh saturates and its derivative underflows to 0 in float32:
+    no step would move a memory, and training would report chance-level error for every epoch
+    (n = 3 started at T = 60 instead of the paper's 300 does this, arXiv:1606.01164, App. A)."""
+    temperature = config.temperature()(0)
+
+    def objective(memories):
+        tried = eqx.tree_at(lambda m: m.memories, model, memories)
+        loss, power = config.loss, config.loss_power
+        return batch_loss(tried, images, labels, temperature=temperature, loss=loss, loss_power=power)
+
+    images, labels = jnp.asarray(images), jnp.asarray(labels)
+    (_, scores), grads = jax.value_and_grad(objective, has_aux=True)(model.memories)
+    if not bool(jnp.any(grads != 0)):
+        name = "temperature_initial" if config.temperature_ramp_epochs > 0 else "temperature_final"
+        raise ValueError(
+            f"`{name}` {temperature:g} is too low for degree {config.degree}: on the first minibatch the class scores "
+            f"beta sum F(.) reach {float(jnp.max(jnp.abs(scores))):.3g} in size (beta = 1 / T^n), tanh saturates and "
+            f"the loss gradient is exactly zero in float32, so training could not move. Start hotter (the paper "
+            f"ramps n = 2, 3 down from 300-350, arXiv:1606.01164, App. A)."
+        )
 
 
 @eqx.filter_jit
