@@ -12,16 +12,27 @@ py=${PYTHON:-.venv/bin/python}
 root=results/mnist_paper
 
 side_by_side() {
-    # each command pinned to its own core, all at once; fails if any of them does (a bare `wait`
-    # returns 0 whatever the runs did)
-    local pids=() core=0 failed=0 pid
-    for command in "$@"; do
-        taskset -c $((core % $(nproc))) $command &
+    # FUNCTION ARG...: `FUNCTION ARG` for every ARG at once, each pinned to its own core; fails if any
+    # of them does (a bare `wait` returns 0 whatever the runs did)
+    local run=$1 pids=() core=0 failed=0 pid arg
+    shift
+    for arg in "$@"; do
+        (taskset -cp $((core % $(nproc))) $BASHPID >/dev/null && "$run" "$arg") &
         pids+=($!)
         core=$((core + 1))
     done
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
     [ "$failed" = 0 ] || { echo "a run failed: see its output above" >&2; exit 1; }
+}
+
+validate_ramp() {
+    $py experiments/mnist_dam.py --degrees 3 --schedule compressed --validation --eval-every 5 --no-progress \
+        --ramp-epochs "$1" --out "$root/validation/ramp$1"
+}
+
+seed_run() {
+    $py experiments/mnist_dam.py --degrees "$n" --schedule compressed --no-progress --seed "$1" \
+        --out "$root/seeds/n${n}_seed$1"
 }
 
 case "${1:-}" in
@@ -49,13 +60,12 @@ validate-high)
 validate-ramp)
     # n = 3 (2026-11-28, fifth session): the compressed schedule squeezes the paper's decay 7.5x but its
     # 200-epoch ramp only 2x (to 100 of 400 epochs); 27 epochs is the ramp squeezed in proportion, 50
-    # lies between (the default pair). Sixth session, after 27 won: 13 and 0 (T_f from the first epoch).
+    # lies between (the default pair). Sixth session, after 27 won: 13 and 0 (T_f from the first epoch;
+    # `fit` now refuses that start, its gradient being exactly zero, so `validate-ramp 13 0` fails on 0).
     shift
-    commands=()
-    for ramp in ${@:-27 50}; do
-        commands+=("$py experiments/mnist_dam.py --degrees 3 --schedule compressed --validation --eval-every 5 --no-progress --ramp-epochs $ramp --out $root/validation/ramp$ramp")
-    done
-    side_by_side "${commands[@]}"
+    ramps=("$@")
+    [ $# -gt 0 ] || ramps=(27 50)
+    side_by_side validate_ramp "${ramps[@]}"
     ;;
 validate-others)
     $py experiments/mnist_dam.py --degrees 2,20,30 --schedule compressed --validation --eval-every 5 --no-progress \
@@ -71,11 +81,7 @@ seeds)
     n=${2:?degree}
     shift 2
     # (the compressed preset, as `final` runs it; mnist_seeds.py refuses runs that differ)
-    commands=()
-    for seed in "$@"; do
-        commands+=("$py experiments/mnist_dam.py --degrees $n --schedule compressed --no-progress --seed $seed --out $root/seeds/n${n}_seed$seed")
-    done
-    side_by_side "${commands[@]}"
+    side_by_side seed_run "$@"
     $py experiments/mnist_seeds.py
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the targets, met or not
     ;;

@@ -104,17 +104,40 @@ TOY = dict(degree=3, num_memories=20, batch_size=40, learning_rate=0.1, temperat
 TOY.update(temperature_final=4.0, temperature_ramp_epochs=3, loss_power=2)
 
 
-def test_fit_refuses_a_start_too_cold_to_move(tmp_path):
+def test_fit_refuses_a_start_whose_gradient_is_zero(tmp_path):
     # arXiv:1606.01164 ramps n = 3 down from T = 300: started at T = 60 the MNIST run saturates
     # every tanh, its gradient underflows to 0 and 400 epochs stay at chance (validation/ramp0)
     images, labels = _toy_data()
-    cold = TOY | dict(temperature_initial=0.01, temperature_final=0.01)
     checkpoint = tmp_path / "cold.ckpt"
-    for ramp, name in ((3, "temperature_initial"), (0, "temperature_final")):
-        config = train.TrainConfig(epochs=2, **(cold | dict(temperature_ramp_epochs=ramp)))
-        with pytest.raises(ValueError, match=f"`{name}` 0.01 is too low for degree 3.*exactly zero"):
+    cases = [
+        (dict(temperature_initial=0.01, temperature_final=0.005), "`temperature_initial` 0.01 is too low"),
+        (dict(temperature_initial=0.01, temperature_final=0.005, temperature_ramp_epochs=0), "`temperature_final`"),
+        (dict(temperature_initial=0.01, temperature_final=0.01), "`temperature_initial` = `temperature_final` 0.01"),
+        # too hot: every (xi . U / T)^3 underflows, every score is 0
+        (dict(temperature_initial=1e20, temperature_final=1e20), "every class score is 0.*too high for degree 3"),
+    ]
+    for change, message in cases:
+        config = train.TrainConfig(epochs=2, **(TOY | change))
+        with pytest.raises(ValueError, match=message):
             train.fit(config, (images, labels), checkpoint_path=checkpoint, progress=False)
     assert not checkpoint.exists()  # refused before any epoch ran
+
+
+def test_the_zero_gradient_check_sees_the_first_minibatch_of_the_first_epoch(monkeypatch):
+    images, labels = _toy_data()
+    seen = []
+    check = train._check_gradient_moves
+    monkeypatch.setattr(train, "_check_gradient_moves", lambda m, x, y, c: seen.append((x, y)) or check(m, x, y, c))
+    for sampling in ("shuffled", "class_balanced"):
+        config = train.TrainConfig(epochs=1, **(TOY | dict(batch_size=39, batch_sampling=sampling, seed=3)))
+        train.fit(config, (images, labels), progress=False)
+        key = jax.random.fold_in(jax.random.split(jax.random.key(3))[1], 0)
+        first = np.asarray(
+            train.epoch_batches(key, jnp.asarray(labels), batch_size=39, sampling=sampling, num_classes=3)[0]
+        )
+        np.testing.assert_array_equal(seen[-1][0], images[first])
+        np.testing.assert_array_equal(seen[-1][1], labels[first])
+    assert len(seen) == 2
 
 
 def test_fit_learns_toy_problem_and_logs(tmp_path):

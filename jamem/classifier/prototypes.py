@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import check_positive, check_positive_int
@@ -42,14 +43,14 @@ def one_class_share(
 ) -> float | None:
     """The fraction of memories that vote for exactly one class (`classes_per_memory` == 1), over all
     memories or over those `among` selects (e.g. ~`silent_memories(...)`); None if it selects none."""
-    single = classes_per_memory(model, threshold=threshold) == 1
+    single = np.asarray(classes_per_memory(model, threshold=threshold)) == 1
     if among is None:
-        return float(jnp.mean(single))
-    among = jnp.asarray(among)
-    if among.shape != single.shape or among.dtype != jnp.bool_:
+        return float(np.mean(single))  # in float64, as the recorded results were
+    among = np.asarray(among)
+    if among.shape != single.shape or among.dtype != np.bool_:
         raise ValueError(f"`among` must be a boolean mask of shape {single.shape}, got {among.dtype}{among.shape}.")
-    count = int(jnp.sum(among))
-    return float(jnp.sum(single & among) / count) if count else None
+    count = int(np.sum(among))
+    return int(np.sum(single & among)) / count if count else None
 
 
 def silent_memories(

@@ -466,8 +466,9 @@ def fit(
 
     A non-finite loss or parameters stop training with `FloatingPointError` before anything of
     that epoch is written, so the last checkpoint stays the last good state. A fresh start whose
-    loss gradient is exactly zero on the first minibatch (a first temperature too low for the
-    initial memories: tanh saturates) is refused with `ValueError` before the first epoch.
+    loss gradient is exactly zero on its first minibatch (a first temperature so low that tanh
+    saturates, or so high that every score underflows to 0) is refused with `ValueError` before
+    the first epoch, whatever the optimiser.
 
     Data-parallel over every device of every process (`jamem.tooling.distributed` starts the
     processes): each process holds the training set, each device computes its share of every
@@ -550,8 +551,16 @@ def fit(
                 f"`train` ({data}): another dataset, split, size or order."
             )
         start, history = header["epoch"], History(header["history"])
-    if start == 0:
-        _check_gradient_moves(model, images[: config.batch_size], labels[: config.batch_size], config)
+    if start == 0:  # on the minibatch the first step will take
+        batches = epoch_batches(
+            jax.random.fold_in(shuffle_key, 0),
+            jnp.asarray(labels),
+            batch_size=config.batch_size,
+            sampling=config.batch_sampling,
+            num_classes=model.num_classes,
+        )
+        first = np.asarray(batches[0])
+        _check_gradient_moves(model, images[first], labels[first], config)
 
     # every process holds the whole (small) training set, replicated on its devices; each device
     # gathers only its share of every minibatch inside the epoch (`train_epoch`)
@@ -617,12 +626,13 @@ def fit(
 
 
 def _check_gradient_moves(model, images, labels, config: TrainConfig) -> None:
-    """Refuse a start whose loss gradient is exactly zero on the first minibatch.
+    """Refuse a start whose loss gradient on the first minibatch is exactly zero: no step would move
+    a memory, and training would report chance-level error for every epoch.
 
-    A temperature too low for the initial memories puts beta sum_mu [F(xi . V_alpha) - F(xi . U)]
-    at hundreds for every class, so tanh saturates and its derivative underflows to 0 in float32:
-    no step would move a memory, and training would report chance-level error for every epoch
-    (n = 3 started at T = 60 instead of the paper's 300 does this, arXiv:1606.01164, App. A)."""
+    Two ways get there. Too cold: beta sum_mu [F(xi . V_alpha) - F(xi . U)] is hundreds for every
+    class, tanh saturates and its derivative underflows to 0 in float32 (n = 3 started at T = 60
+    instead of the paper's 300, arXiv:1606.01164, App. A). Too hot, or images outside [-1, 1]: every
+    rectified term (xi . U / T)^n underflows or is inactive, so every score is 0."""
     temperature = config.temperature()(0)
 
     def objective(memories):
@@ -632,14 +642,26 @@ def _check_gradient_moves(model, images, labels, config: TrainConfig) -> None:
 
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     (_, scores), grads = jax.value_and_grad(objective, has_aux=True)(model.memories)
-    if not bool(jnp.any(grads != 0)):
-        name = "temperature_initial" if config.temperature_ramp_epochs > 0 else "temperature_final"
+    if bool(jnp.any(grads != 0)):
+        return
+    if config.temperature_initial == config.temperature_final:
+        name = "`temperature_initial` = `temperature_final`"
+    else:
+        name = "`temperature_initial`" if config.temperature_ramp_epochs > 0 else "`temperature_final`"
+    largest = float(jnp.max(jnp.abs(scores)))
+    if largest > 9.0:  # float32 tanh is +-1 from about 9 on
         raise ValueError(
-            f"`{name}` {temperature:g} is too low for degree {config.degree}: on the first minibatch the class scores "
-            f"beta sum F(.) reach {float(jnp.max(jnp.abs(scores))):.3g} in size (beta = 1 / T^n), tanh saturates and "
-            f"the loss gradient is exactly zero in float32, so training could not move. Start hotter (the paper "
-            f"ramps n = 2, 3 down from 300-350, arXiv:1606.01164, App. A)."
+            f"{name} {temperature:g} is too low for degree {config.degree}: on the first minibatch the class scores "
+            f"beta sum F(.) reach {largest:.3g} in size (beta = 1 / T^n), tanh saturates and the loss gradient is "
+            f"exactly zero in float32, so training could not move. Start hotter (the paper ramps n = 2, 3 down "
+            f"from 300-350, arXiv:1606.01164, App. A)."
         )
+    raise ValueError(
+        f"{name} {temperature:g}: on the first minibatch every class score is {largest:.3g} and the loss gradient "
+        f"is exactly zero, so training could not move: each rectified term (xi . U / T)^{config.degree} is inactive "
+        f"or underflows in float32. The temperature is too high for degree {config.degree}, or the images are "
+        f"not in [-1, 1]."
+    )
 
 
 @eqx.filter_jit
