@@ -3,7 +3,7 @@
 # retrain on all 60k and report the 10k test error at the last epoch). Resumable: rerun to continue.
 #   bash experiments/mnist_paper.sh validate     # candidate schedules on the validation split
 #   bash experiments/mnist_paper.sh validate-high [N ...]  # eps0 for n = 20, 30 (or N) on the validation split
-#   bash experiments/mnist_paper.sh validate-ramp [R ...]  # n = 3, shorter temperature ramps (27, 50 epochs or R) on the validation split
+#   bash experiments/mnist_paper.sh validate-ramp [--degree N] [R ...]  # n = 3 (or N), temperature ramps of 27, 50 (or R) epochs on the validation split
 #   bash experiments/mnist_paper.sh final [LR]   # retrain n = 2, 3, 20, 30 (and 8) on 60k with the preset
 #   bash experiments/mnist_paper.sh seeds N S [S ...]  # the final n = N run again with other seeds, then the spread
 set -euo pipefail
@@ -26,8 +26,10 @@ side_by_side() {
 }
 
 validate_ramp() {
-    $py experiments/mnist_dam.py --degrees 3 --schedule compressed --validation --eval-every 5 --no-progress \
-        --ramp-epochs "$1" --out "$root/validation/ramp$1"
+    local out=$root/validation/ramp$1
+    [ "$n" = 3 ] || out=$root/validation/n${n}_ramp$1
+    $py experiments/mnist_dam.py --degrees "$n" --schedule compressed --validation --eval-every 5 --no-progress \
+        --ramp-epochs "$1" --out "$out"
 }
 
 seed_run() {
@@ -62,7 +64,13 @@ validate-ramp)
     # 200-epoch ramp only 2x (to 100 of 400 epochs); 27 epochs is the ramp squeezed in proportion, 50
     # lies between (the default pair). Sixth session, after 27 won: 13 and 0 (T_f from the first epoch;
     # `fit` now refuses that start, its gradient being exactly zero, so `validate-ramp 13 0` fails on 0).
+    # Then n = 2 (`validate-ramp --degree 2 27 50`), whose ramp had been chosen on n = 3 alone.
     shift
+    n=3
+    if [ "${1:-}" = --degree ]; then
+        n=${2:?degree}
+        shift 2
+    fi
     ramps=("$@")
     [ $# -gt 0 ] || ramps=(27 50)
     side_by_side validate_ramp "${ramps[@]}"
@@ -86,7 +94,7 @@ seeds)
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the targets, met or not
     ;;
 *)
-    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [R ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
+    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
     exit 2
     ;;
 esac
