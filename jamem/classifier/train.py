@@ -634,15 +634,11 @@ def _check_gradient_moves(model, images, labels, config: TrainConfig) -> None:
     instead of the paper's 300, arXiv:1606.01164, App. A). Too hot, or images outside [-1, 1]: every
     rectified term (xi . U / T)^n underflows or is inactive, so every score is 0."""
     temperature = config.temperature()(0)
-
-    def objective(memories):
-        tried = eqx.tree_at(lambda m: m.memories, model, memories)
-        loss, power = config.loss, config.loss_power
-        return batch_loss(tried, images, labels, temperature=temperature, loss=loss, loss_power=power)
-
     images, labels = jnp.asarray(images), jnp.asarray(labels)
-    (_, scores), grads = jax.value_and_grad(objective, has_aux=True)(model.memories)
-    if bool(jnp.any(grads != 0)):
+    (_, scores), grads = eqx.filter_value_and_grad(batch_loss, has_aux=True)(
+        model, images, labels, temperature=temperature, loss=config.loss, loss_power=config.loss_power
+    )
+    if bool(jnp.any(grads.memories != 0)):
         return
     if config.temperature_initial == config.temperature_final:
         name = "`temperature_initial` = `temperature_final`"
