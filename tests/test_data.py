@@ -110,3 +110,43 @@ def test_corrupt_cache_says_how_to_rebuild(tmp_path, cache):
     damaged.write_bytes(damaged.read_bytes()[:5000])
     with pytest.raises(ValueError, match="corrupt.*delete it"):
         data.load("mnist", data_dir=SHARED, cache_dir=tmp_path)
+
+
+def test_loads_side_by_side_on_a_fresh_cache_prepare_the_dataset_once(tmp_path, monkeypatch):
+    # two runs started together (experiments/mnist_paper.sh seeds) both found no cache and both had
+    # TFDS prepare it; TFDS's final rename then failed in the second with FileExistsError
+    import threading
+    import time
+
+    monkeypatch.delenv("JAMEM_DATA_DIR", raising=False)
+    prepared = []
+
+    def slow_prepare(name, manual_dir, cache):
+        prepared.append(name)
+        time.sleep(0.5)  # long enough that the other load looks for the cache meanwhile
+        digits = np.arange(60000, dtype=np.int32) % 10
+        return {
+            "train_images": np.zeros((60000, 784), np.uint8),
+            "train_labels": digits,
+            "test_images": np.full((10000, 784), 255, np.uint8),
+            "test_labels": digits[:10000],
+        }
+
+    monkeypatch.setattr(data, "_prepare_with_tfds", slow_prepare)
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(data.load("mnist", split="test", cache_dir=tmp_path, source="tfds"))
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and prepared == ["mnist"]
+    for images, labels in results:
+        np.testing.assert_array_equal(images, np.ones((10000, 784), np.float32))
+        np.testing.assert_array_equal(labels, np.arange(10000) % 10)

@@ -17,6 +17,7 @@ checksums TFDS registers for them; both routes give identical arrays in the same
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -197,11 +198,15 @@ def load(
         # keyed by the dataset and the version of this layout; the sources are the registered files
         npz = cache / f"{name}-{CACHE_VERSION}.npz"
         if not npz.is_file():
-            arrays = _prepare_with_tfds(name, manual, cache)
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = cache / f".{name}.{os.getpid()}.npz"
-            np.savez(tmp, **arrays)
-            os.replace(tmp, npz)
+            # runs started side by side on a fresh cache would each prepare the dataset, and TFDS's
+            # final rename fails in all but the first: one prepares, the others wait and read its copy
+            with _exclusive(cache / f".{name}.lock"):
+                if not npz.is_file():
+                    arrays = _prepare_with_tfds(name, manual, cache)
+                    tmp = cache / f".{name}.{os.getpid()}.npz"
+                    np.savez(tmp, **arrays)
+                    os.replace(tmp, npz)
         try:
             with np.load(npz) as stored:
                 arrays = {key: stored[key] for key in _ARRAYS}
@@ -217,6 +222,22 @@ def load(
         cut = images.shape[0] - validation_size
         images, labels = (images[:cut], labels[:cut]) if split == "train" else (images[cut:], labels[cut:])
     return to_unit_range(images), labels.astype(np.int32)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path):
+    """Hold an advisory lock on `lock_file` (POSIX `flock`; where there is none, no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _has_tfds() -> bool:
