@@ -80,7 +80,7 @@ validate-others)
         --ramp-epochs "${2:?ramp epochs}" ${3:+--learning-rate $3} --out "$root/validation/others"
     ;;
 final)
-    # the compressed preset as chosen (jamem.train.preset: the 27-epoch ramp, eps0 0.04 for n = 8, 20, 30)
+    # the compressed preset as chosen (jamem.train.preset: the 27-epoch ramp, n = 2: 50; eps0 0.04 for n = 8, 20, 30)
     $py experiments/mnist_dam.py --degrees 3,2,20,30,8 --schedule compressed --no-progress \
         ${2:+--learning-rate $2} --out "$root/compressed"
     ;;

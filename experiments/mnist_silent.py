@@ -1,7 +1,8 @@
 """Memories that take no part: how many of the K memories of each saved MNIST model add to no
 class on any image, and how the one-class vote of arXiv:1606.01164 (Figs. 2, 4) reads without them.
 
-    python experiments/mnist_silent.py  # re-evaluates results/mnist_paper/{compressed,ramp100/compressed,gpu}/*.eqx
+    python experiments/mnist_silent.py  # re-evaluates the saved models (*.eqx) of results/mnist_paper/
+    # compressed/, ramp27/compressed/, ramp100/compressed/ and gpu/
 
 A memory is silent on an image when F(xi . V_alpha) = F(xi . U) = 0 for every class alpha
 (`jamem.prototypes.silent_memories`). Silent on the whole training set, it gets an exactly zero
@@ -55,7 +56,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     root = Path(args.root)
-    folders = ("compressed", "ramp100/compressed", "gpu")
+    folders = ("compressed", "ramp27/compressed", "ramp100/compressed", "gpu")
     paths = [path for folder in folders for path in sorted(root.glob(f"{folder}/mnist_n*.eqx"))]
     if not paths:
         raise SystemExit(f"no saved models under {', '.join(f'{root}/{folder}' for folder in folders)}")

@@ -368,6 +368,14 @@ def test_paper_and_compressed_schedules():
     assert train.preset(3, schedule="compressed").temperature_ramp_epochs == 27
     assert train.preset(3, schedule="compressed", epochs=5).temperature_ramp_epochs == 1
     assert train.preset(3, schedule="compressed", temperature_ramp_epochs=100).temperature_ramp_epochs == 100
+    # n = 2 ramps over its own share, 1/8 of the run (validated: 50 of 400 epochs), the others the paper's
+    assert train.preset(2, schedule="compressed").temperature_ramp_epochs == 50
+    assert train.preset(2, schedule="compressed", epochs=160).temperature_ramp_epochs == 20
+    assert train.preset(2, schedule="compressed", epochs=3).temperature_ramp_epochs == 1
+    assert train.preset(2).temperature_ramp_epochs == 200
+    for degree in (8, 20, 30):
+        assert train.preset(degree, schedule="compressed").temperature_ramp_epochs == 27
+    assert train.compressed_ramp_epochs(400) == 27 and train.compressed_ramp_epochs(400, degree=2) == 50
     # the compressed schedule's own choices per degree, and only there; explicit overrides still win
     assert train.preset(30, schedule="compressed").learning_rate == 0.04
     assert train.preset(20, schedule="compressed").learning_rate == 0.04
