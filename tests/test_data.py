@@ -112,6 +112,16 @@ def test_corrupt_cache_says_how_to_rebuild(tmp_path, cache):
         data.load("mnist", data_dir=SHARED, cache_dir=tmp_path)
 
 
+def _stand_in_arrays():
+    digits = np.arange(60000, dtype=np.int32) % 10
+    return {
+        "train_images": np.zeros((60000, 784), np.uint8),
+        "train_labels": digits,
+        "test_images": np.full((10000, 784), 255, np.uint8),
+        "test_labels": digits[:10000],
+    }
+
+
 def test_loads_side_by_side_on_a_fresh_cache_prepare_the_dataset_once(tmp_path, monkeypatch):
     # two runs started together (experiments/mnist_paper.sh seeds) both found no cache and both had
     # TFDS prepare it; TFDS's final rename then failed in the second with FileExistsError
@@ -119,18 +129,13 @@ def test_loads_side_by_side_on_a_fresh_cache_prepare_the_dataset_once(tmp_path, 
     import time
 
     monkeypatch.delenv("JAMEM_DATA_DIR", raising=False)
-    prepared = []
+    prepared, preparing = [], threading.Event()
 
     def slow_prepare(name, manual_dir, cache):
         prepared.append(name)
-        time.sleep(0.5)  # long enough that the other load looks for the cache meanwhile
-        digits = np.arange(60000, dtype=np.int32) % 10
-        return {
-            "train_images": np.zeros((60000, 784), np.uint8),
-            "train_labels": digits,
-            "test_images": np.full((10000, 784), 255, np.uint8),
-            "test_labels": digits[:10000],
-        }
+        preparing.set()
+        time.sleep(0.5)  # the second load looks for the cache while the first is still in here
+        return _stand_in_arrays()
 
     monkeypatch.setattr(data, "_prepare_with_tfds", slow_prepare)
     results, errors = [], []
@@ -142,11 +147,29 @@ def test_loads_side_by_side_on_a_fresh_cache_prepare_the_dataset_once(tmp_path, 
             errors.append(err)
 
     threads = [threading.Thread(target=load) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    threads[0].start()
+    assert preparing.wait(timeout=60)
+    threads[1].start()
     for thread in threads:
         thread.join()
     assert errors == [] and prepared == ["mnist"]
     for images, labels in results:
         np.testing.assert_array_equal(images, np.ones((10000, 784), np.float32))
         np.testing.assert_array_equal(labels, np.arange(10000) % 10)
+
+
+def test_a_failed_preparation_leaves_the_next_load_free_to_prepare(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAMEM_DATA_DIR", raising=False)
+    calls = []
+
+    def failing_once(name, manual_dir, cache):
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("TFDS could not download mnist")
+        return _stand_in_arrays()
+
+    monkeypatch.setattr(data, "_prepare_with_tfds", failing_once)
+    with pytest.raises(RuntimeError, match="could not download"):
+        data.load("mnist", cache_dir=tmp_path, source="tfds")
+    images, _ = data.load("mnist", split="test", cache_dir=tmp_path, source="tfds")
+    assert calls == ["mnist", "mnist"] and images.shape == (10000, 784)

@@ -372,6 +372,7 @@ def test_paper_and_compressed_schedules():
     assert train.preset(2, schedule="compressed").temperature_ramp_epochs == 50
     assert train.preset(2, schedule="compressed", epochs=160).temperature_ramp_epochs == 20
     assert train.preset(2, schedule="compressed", epochs=3).temperature_ramp_epochs == 1
+    assert train.preset(2, schedule="compressed", epochs=20).temperature_ramp_epochs == 3  # 2.5 rounds up
     assert train.preset(2).temperature_ramp_epochs == 200
     for degree in (8, 20, 30):
         assert train.preset(degree, schedule="compressed").temperature_ramp_epochs == 27

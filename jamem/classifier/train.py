@@ -135,11 +135,11 @@ def compressed_ramp_epochs(epochs: int, *, degree: int | None = None) -> int:
     """The temperature ramp of a compressed `epochs`-epoch run, at least 1 epoch.
 
     The paper's 200-epoch ramp (arXiv:1606.01164, App. A) shrunk like its run, round(200 epochs / 3000),
-    unless `COMPRESSED_RAMP_SHARE` holds another share for `degree` (n = 2: round(epochs / 8)).
+    unless `COMPRESSED_RAMP_SHARE` holds another share for `degree` (n = 2: epochs / 8, rounded).
     """
     epochs = check_positive_int(epochs, name="epochs")
     share = COMPRESSED_RAMP_SHARE.get(degree, PAPER_RAMP_EPOCHS / PAPER_EPOCHS)
-    return max(1, round(share * epochs))
+    return max(1, math.floor(share * epochs + 0.5))  # halves up (n = 2 at 20 epochs: 3), not to even
 
 
 def preset(degree: int, *, schedule: str = "paper", **overrides) -> TrainConfig:

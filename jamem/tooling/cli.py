@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["paper", "compressed"],
         default="paper",
         help="paper: App. A as published (3000 epochs, eps0 0.998^t, T ramp over 200 epochs); compressed: the same "
-        "total decay and a ramp shrunk in proportion over --epochs (default 400; jamem.train.preset)",
+        "total decay and a ramp shrunk in proportion (n = 2: over 1/8 of the run) over --epochs (default 400; "
+        "jamem.train.preset)",
     )
     p.add_argument("--epochs", type=int, help="default: the schedule's (3000 paper, 400 compressed)")
     p.add_argument("--memories", type=int, help="K (default 2000)")

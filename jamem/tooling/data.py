@@ -226,18 +226,23 @@ def load(
 
 @contextlib.contextmanager
 def _exclusive(lock_file: Path):
-    """Hold an advisory lock on `lock_file` (POSIX `flock`; where there is none, no lock)."""
+    """Hold an advisory lock on `lock_file` (POSIX `flock`). Where there is none (Windows, some
+    Lustre, FUSE or CIFS mounts) or the file cannot be opened, go on unlocked, as before the lock."""
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - Windows
+
+        handle = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write access
+    except (ImportError, OSError):
         yield
         return
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def _has_tfds() -> bool:
