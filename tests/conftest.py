@@ -1,6 +1,10 @@
 import os
 from pathlib import Path
 
+# Under pytest-xdist every worker is a process of its own: on a GPU none may take the default 75%
+# of its memory at start-up (read when the backend starts, after this import).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import jax
 import pytest
 from hypothesis import settings

@@ -109,7 +109,9 @@ def test_energy_never_increases_in_exact_arithmetic_many():
     assert record["trajectories"] >= 10**4 and record["rises"] == 0
 
 
-def test_reliability_record_quick(tmp_path, cache, monkeypatch):
+def test_reliability_record_quick(tmp_path, mnist, cache, monkeypatch):
+    # also the test of `jamem mnist --resume` after a SIGKILL (mid-epoch, and inside a checkpoint
+    # write): parameters, optimiser state and history end byte-identical to an uninterrupted run
     from conftest import SHARED_DATA
 
     monkeypatch.setenv("JAMEM_CACHE_DIR", str(cache))

@@ -3,7 +3,6 @@ checkpoints and resume."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import SHARED_DATA
 
 from jamem import DenseAMClassifier, prototypes, train
 from jamem.classifier.model import rectified_power_gaps
@@ -279,51 +277,6 @@ def test_data_parallel_on_four_cpu_devices_equals_one(tmp_path):
         outputs[devices] = np.load(out)
     # the same sums in another order: equal up to float32 rounding, carried through 30 steps
     np.testing.assert_allclose(outputs[4], outputs[1], atol=2e-4)
-
-
-@pytest.fixture
-def subset_args():
-    if not (SHARED_DATA / "mnist").is_dir():
-        pytest.skip("offline MNIST files not found")
-    return [
-        "mnist", "--n", "3", "--memories", "40", "--batch-size", "200", "--train-size", "2000", "--epochs", "12",
-        "--learning-rate", "0.1", "--ramp-epochs", "5", "--checkpoint-every", "1", "--no-progress",
-        "--data-dir", str(SHARED_DATA),
-    ]  # fmt: skip
-
-
-def _jamem(args, env, **kw):
-    return subprocess.Popen([sys.executable, "-m", "jamem.tooling.cli", *args], cwd=REPO, env=env, **kw)
-
-
-def test_killed_run_resumes_to_the_same_parameters(tmp_path, subset_args, mnist, cache):
-    env = {**os.environ, "JAMEM_CACHE_DIR": str(cache)}
-    killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
-    proc = _jamem([*subset_args, "--out", str(killed_dir)], env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoint = killed_dir / "mnist_n3.ckpt"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if checkpoint.is_file() and json.loads(checkpoint.open("rb").readline())["epoch"] >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    stopped_at = json.loads(checkpoint.open("rb").readline())["epoch"]
-    assert 2 <= stopped_at < 12
-    assert _jamem([*subset_args, "--out", str(killed_dir), "--resume"], env).wait() == 0
-    assert _jamem([*subset_args, "--out", str(full_dir)], env).wait() == 0
-
-    like = (DenseAMClassifier(num_memories=40, key=jax.random.key(0)),)
-    schedule = epoch_decay(initial=0.1, decay=0.998, steps_per_epoch=10)
-    like = (like[0], dense_am_optimizer(schedule).init(eqx.filter(like[0], eqx.is_array)))
-    header_a, (model_a, state_a) = train.load_checkpoint(checkpoint, like)
-    header_b, (model_b, state_b) = train.load_checkpoint(full_dir / "mnist_n3.ckpt", like)
-    assert header_a["epoch"] == header_b["epoch"] == 12
-    np.testing.assert_array_equal(model_a.memories, model_b.memories)
-    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
-        np.testing.assert_array_equal(a, b)
-    assert [r["train_error"] for r in header_a["history"]] == [r["train_error"] for r in header_b["history"]]
 
 
 def test_short_real_mnist_run_is_below_ten_percent(small_mnist_run):
