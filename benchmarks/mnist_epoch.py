@@ -8,7 +8,9 @@ Both sides run the same update (the power loss with m = 3, momentum, per-memory 
 clip) on the same data; before timing, their gradients are checked to agree. jamem's epoch is
 also set against its floor, the bare matmuls of the epoch's shapes timed in the same run, with a
 breakdown of the rest (`epoch_breakdown`, also used by benchmarks/accelerator.py). Each side runs
-`--repeats` epochs after a warm-up and the minimum is reported. Writes results/bench_mnist_epoch.json.
+`--repeats` epochs after a warm-up and the minimum is reported. On CPU the class gaps run in
+jamem's compiled kernel (jamem/classifier/native.py); the epoch is also timed with XLA's fusion of
+them instead (`epoch_with_xla_class_gaps`). Writes results/bench_mnist_epoch.json.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jamem import DenseAMClassifier, data, train
+from jamem.classifier import native
 from jamem.classifier.model import rectified_power_gaps
 from jamem.classifier.optim import dense_am_optimizer
 from jamem.tooling.provenance import save_json
@@ -123,13 +126,28 @@ def epoch_breakdown(images, labels, test_images, *, num_memories: int, repeats: 
     seconds["class_gaps_forward_and_backward_alone"], _ = _best_seconds(
         gaps_backward, base_in, shift_in, repeats=repeats
     )
+    kernel = jax.default_backend() == "cpu" and native.native_kernels_enabled()
+    if kernel:  # the same epoch with XLA's fusion of the class gaps, for the kernel's gain
+        native.set_native_kernels(False)
+        seconds["epoch_with_xla_class_gaps"], _ = _best_seconds(epoch, repeats=repeats)
+        seconds["class_gaps_forward_and_backward_alone_xla"], _ = _best_seconds(
+            repeat(lambda b, s: _sum_tree(jax.grad(lambda b, s: jnp.sum(jnp.tanh(gaps(b, s))), (0, 1))(b, s))),
+            base_in,
+            shift_in,
+            repeats=repeats,
+        )
+        native.set_native_kernels(True)
     flops = steps * 2 * (2 * batch * x.shape[1] * num_memories)
     half = seconds["matmul_floor"] / 2  # the two matmuls have the same flop count
     return {
         "setting": dict(num_memories=num_memories, degree=degree, images=steps * batch, minibatch=batch),
+        "class_gaps": "compiled CPU kernel (jamem/classifier/class_gaps.cc)" if kernel else "XLA fusion",
         "seconds": seconds,
         "epoch_seconds_each": epoch_each,
         "epoch_over_matmul_floor": seconds["epoch"] / seconds["matmul_floor"],
+        "epoch_with_xla_class_gaps_over_matmul_floor": (
+            seconds["epoch_with_xla_class_gaps"] / seconds["matmul_floor"] if kernel else None
+        ),
         "matmul_gflops_per_second": flops / seconds["matmul_floor"] / 1e9,
         "breakdown_seconds": {
             "matmuls": seconds["matmul_floor"],
