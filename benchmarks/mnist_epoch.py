@@ -129,14 +129,16 @@ def epoch_breakdown(images, labels, test_images, *, num_memories: int, repeats: 
     kernel = jax.default_backend() == "cpu" and native.native_kernels_enabled()
     if kernel:  # the same epoch with XLA's fusion of the class gaps, for the kernel's gain
         native.set_native_kernels(False)
-        seconds["epoch_with_xla_class_gaps"], _ = _best_seconds(epoch, repeats=repeats)
-        seconds["class_gaps_forward_and_backward_alone_xla"], _ = _best_seconds(
-            repeat(lambda b, s: _sum_tree(jax.grad(lambda b, s: jnp.sum(jnp.tanh(gaps(b, s))), (0, 1))(b, s))),
-            base_in,
-            shift_in,
-            repeats=repeats,
-        )
-        native.set_native_kernels(True)
+        try:
+            seconds["epoch_with_xla_class_gaps"], _ = _best_seconds(epoch, repeats=repeats)
+            seconds["class_gaps_forward_and_backward_alone_xla"], _ = _best_seconds(
+                repeat(lambda b, s: _sum_tree(jax.grad(lambda b, s: jnp.sum(jnp.tanh(gaps(b, s))), (0, 1))(b, s))),
+                base_in,
+                shift_in,
+                repeats=repeats,
+            )
+        finally:
+            native.set_native_kernels(True)
     flops = steps * 2 * (2 * batch * x.shape[1] * num_memories)
     half = seconds["matmul_floor"] / 2  # the two matmuls have the same flop count
     return {

@@ -25,7 +25,10 @@ def use_kernel():
         results = []
         for enabled in (True, False):
             native.set_native_kernels(enabled)
-            results.append(jax.jit(lambda *a: fn(*a))(*args))  # a new lambda: traced again
+            compiled = jax.jit(lambda *a: fn(*a))  # a new lambda: traced again
+            # the comparison means something only if the kernel ran on one side and not the other
+            assert ("jamem_class_gaps" in compiled.lower(*args).as_text()) == enabled
+            results.append(compiled(*args))
         return results
 
     yield both
@@ -102,12 +105,42 @@ def test_vmap_equals_loop_and_jit_equals_eager():
     np.testing.assert_allclose(grads[2], jax.grad(lambda x: jnp.sum(score(x)))(images[2]), rtol=1e-5, atol=1e-6)
 
 
-def test_nan_and_infinity_propagate_as_in_xla(use_kernel):
+@pytest.mark.parametrize("degree", [1, 3])
+def test_nan_and_infinity_propagate_as_in_xla(use_kernel, degree):
     base, shift, cotangent = _inputs(4, 3, 20)
     base = base.at[1, 7].set(jnp.nan).at[2, 3].set(jnp.inf)
-    kernel, xla = use_kernel(lambda b, s: model_module.rectified_power_gaps(b, s, 3), base, shift)
-    np.testing.assert_array_equal(np.isnan(kernel), np.isnan(xla))
-    assert bool(jnp.all(jnp.isnan(kernel[1]))) and bool(jnp.all(jnp.isfinite(kernel[jnp.array([0, 3])])))
+
+    def gaps_and_vjp(b, s, g):
+        gaps, vjp = jax.vjp(lambda b, s: model_module.rectified_power_gaps(b, s, degree), b, s)
+        return (gaps, *vjp(g))
+
+    kernel, xla = use_kernel(gaps_and_vjp, base, shift, cotangent)
+    for got, want in zip(kernel, xla):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert bool(jnp.all(jnp.isnan(kernel[0][1]))) and bool(jnp.all(jnp.isfinite(kernel[0][jnp.array([0, 3])])))
+
+
+def test_gradient_of_the_gradient_matches_xla(use_kernel):
+    """The compiled backward is differentiated through the XLA form of the same backward."""
+    base, shift, _ = _inputs(6, 3, 20, key=3)
+
+    def penalty(b, s):
+        d_base = jax.grad(lambda b: jnp.sum(jnp.tanh(0.1 * model_module.rectified_power_gaps(b, s, 3))))(b)
+        return jnp.sum(d_base**2)
+
+    kernel, xla = use_kernel(lambda b, s: jax.grad(penalty, (0, 1))(b, s), base, shift)
+    for got, want in zip(kernel, xla):
+        _close(got, want, rtol=1e-5)
+
+
+def test_only_an_integer_degree_takes_the_kernel():
+    # the kernel reads the degree as an int64: 2.5 (rejected by the annotation under type checks,
+    # not otherwise) must keep the XLA form rather than be truncated to 2
+    base, shift, _ = _inputs(5, 3, 20)
+    assert model_module._use_native_kernel(base, shift, 3) and model_module._use_native_kernel(base, shift, np.int64(3))
+    for degree in (2.5, 0, True):
+        assert not model_module._use_native_kernel(base, shift, degree)
+    assert not model_module._use_native_kernel(base.astype(jnp.float16), shift, 3)
 
 
 def test_empty_batch(use_kernel):

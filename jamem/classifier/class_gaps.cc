@@ -39,11 +39,12 @@ inline float lane_sum(Vec v) {
   return s;
 }
 
-// relu that keeps NaN (as jax.nn.relu does): a NaN input must not turn into a zero gap.
+// relu that keeps NaN (as jax.nn.relu does): a NaN input must not turn into a zero gap. Its
+// derivative at n = 1, the step 1[x > 0], is 0 at NaN, as in the JAX form (RectifiedPower(1)).
 inline float relu(float x) { return x > 0.f ? x : (x != x ? x : 0.f); }
 inline Vec relu(Vec x) { return x > 0.f ? x : (x != x ? x : Vec{}); }
-inline float step(float x) { return x > 0.f ? 1.f : (x != x ? x : 0.f); }
-inline Vec step(Vec x) { return x > 0.f ? Vec{} + 1.f : (x != x ? x : Vec{}); }
+inline float step(float x) { return x > 0.f ? 1.f : 0.f; }
+inline Vec step(Vec x) { return x > 0.f ? Vec{} + 1.f : Vec{}; }
 
 // relu(x)^n by squaring; n is the same for every lane, so the branches are uniform.
 template <typename T>

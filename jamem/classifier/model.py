@@ -19,6 +19,7 @@ import functools
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_degree, check_positive, check_positive_int
@@ -102,7 +103,7 @@ def rectified_power_gaps(base: Float[Array, "B K"], shift: Float[Array, "C K"], 
     Each term is differenced before the sum so that large n keeps its precision in float32. On one
     CPU device, float32 runs the fused kernel of `jamem.classifier.native` (forward and gradient).
     """
-    if _use_native_kernel(base, shift):
+    if _use_native_kernel(base, shift, degree):
         return native.class_gaps_forward(base, shift, degree)
     if not _on_cpu() or base.shape[1] % 2:
         return _gap_sums(base, shift, degree)
@@ -128,10 +129,12 @@ def _on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def _use_native_kernel(base, shift) -> bool:
-    # one device only: XLA's partitioner cannot split a custom call over a sharded batch
+def _use_native_kernel(base, shift, degree) -> bool:
+    # one device only: XLA's partitioner cannot split a custom call over a sharded batch; and an
+    # integer degree, which the kernel takes as an int64 attribute
     float32 = base.dtype == jnp.float32 and shift.dtype == jnp.float32
-    return _on_cpu() and float32 and jax.device_count() == 1 and native.native_kernels_enabled()
+    integer = isinstance(degree, (int, np.integer)) and not isinstance(degree, bool) and degree >= 1
+    return _on_cpu() and float32 and integer and jax.device_count() == 1 and native.native_kernels_enabled()
 
 
 def rectified_power_derivative(x: Float[Array, "*shape"], degree: int) -> Float[Array, "*shape"]:
@@ -147,8 +150,12 @@ def _gaps_forward(base, shift, degree):
 
 def _gaps_backward(degree, residuals, cotangent):
     base, shift = residuals
-    if _use_native_kernel(base, shift):
-        return native.class_gaps_backward(base, shift, cotangent.astype(jnp.float32), degree)
+    if _use_native_kernel(base, shift, degree):
+        return _native_gaps_backward(base, shift, cotangent.astype(jnp.float32), degree)
+    return _xla_gaps_backward(degree, base, shift, cotangent)
+
+
+def _xla_gaps_backward(degree, base, shift, cotangent):
     d_base = -jnp.sum(cotangent, axis=-1)[:, None] * rectified_power_derivative(base, degree)
 
     def weighted_derivative(class_cotangent, class_shift):
@@ -171,6 +178,25 @@ def _gaps_backward(degree, residuals, cotangent):
 
 
 rectified_power_gaps.defvjp(_gaps_forward, _gaps_backward)
+
+
+# The compiled backward has no derivative of its own: a gradient of the gradient (an input-gradient
+# penalty, say) differentiates the XLA form of the same backward instead.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _native_gaps_backward(base, shift, cotangent, degree):
+    return native.class_gaps_backward(base, shift, cotangent, degree)
+
+
+def _native_backward_forward(base, shift, cotangent, degree):
+    return _native_gaps_backward(base, shift, cotangent, degree), (base, shift, cotangent)
+
+
+def _native_backward_backward(degree, residuals, cotangents):
+    _, vjp = jax.vjp(lambda b, s, g: _xla_gaps_backward(degree, b, s, g), *residuals)
+    return vjp(tuple(cotangents))
+
+
+_native_gaps_backward.defvjp(_native_backward_forward, _native_backward_backward)
 
 
 def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[Array, " C"]:

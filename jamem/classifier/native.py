@@ -36,7 +36,8 @@ _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno
 _FORWARD, _BACKWARD = "jamem_class_gaps_forward", "jamem_class_gaps_backward"
 
 _lock = threading.Lock()
-_state: dict = {"enabled": os.environ.get("JAMEM_NATIVE_KERNELS", "1") != "0", "loaded": None}
+_OFF = ("0", "false", "no", "off")
+_state: dict = {"enabled": os.environ.get("JAMEM_NATIVE_KERNELS", "1").strip().lower() not in _OFF, "loaded": None}
 
 
 def set_native_kernels(enabled: bool) -> None:
@@ -79,12 +80,11 @@ def _cache_dir() -> pathlib.Path:
 
 def _machine_signature() -> str:
     """What the binary depends on besides its source: -march=native makes it this CPU's."""
-    try:
-        cpu_flags = next(
-            (line for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
-        )
+    try:  # the instruction sets: "flags" on x86, "Features" on ARM
+        lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
+        cpu_flags = "\n".join(sorted({line for line in lines if line.startswith(("flags", "Features", "CPU part"))}))
     except OSError:
-        cpu_flags = ""
+        cpu_flags = platform.platform()
     return "\n".join([platform.machine(), cpu_flags, jaxlib.__version__])
 
 
