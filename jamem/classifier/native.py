@@ -29,6 +29,8 @@ import jaxlib
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..tooling.data import default_cache_dir
+
 _SOURCE = pathlib.Path(__file__).with_name("class_gaps.cc")
 # -fassociative-math lets the compiler keep 16 partial sums per class; NaNs and infinities are
 # still honoured (no -ffast-math), so a NaN input gives a NaN gap as in the XLA form.
@@ -72,12 +74,6 @@ def class_gaps_backward(
     return tuple(call(base, shift, cotangent, degree=np.int64(degree)))
 
 
-def _cache_dir() -> pathlib.Path:
-    if "JAMEM_CACHE_DIR" in os.environ:
-        return pathlib.Path(os.environ["JAMEM_CACHE_DIR"])
-    return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "jamem"
-
-
 def _machine_signature() -> str:
     """What the binary depends on besides its source: -march=native makes it this CPU's."""
     try:  # the instruction sets: "flags" on x86, "Features" on ARM
@@ -92,7 +88,7 @@ def _build(compiler: str) -> pathlib.Path:
     source = _SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(source + " ".join(_FLAGS).encode() + version.encode() + _machine_signature().encode())
-    library = _cache_dir() / f"class_gaps-{key.hexdigest()[:16]}.so"
+    library = default_cache_dir() / f"class_gaps-{key.hexdigest()[:16]}.so"
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
