@@ -1,5 +1,6 @@
 """The compiled CPU class-gap kernel (jamem/classifier/class_gaps.cc) against the XLA form it replaces."""
 
+import concurrent.futures
 import warnings
 
 import jax
@@ -105,6 +106,59 @@ def test_vmap_equals_loop_and_jit_equals_eager():
     np.testing.assert_allclose(grads[2], jax.grad(lambda x: jnp.sum(score(x)))(images[2]), rtol=1e-5, atol=1e-6)
 
 
+def test_vmap_over_images_folds_into_one_kernel_call(use_kernel):
+    """vmap over images (as the attacks do) gives the kernel every row in one call, and the shared
+    memories' gradient stays one per image; vmap over models and nested vmaps agree with XLA too."""
+    key = jax.random.key(5)
+    make = lambda k: DenseAMClassifier(num_memories=33, num_visible=12, num_classes=5, degree=4, key=k)  # noqa: E731
+    model, models = make(key), jax.vmap(make)(jax.random.split(key, 3))
+    images = jax.random.uniform(jax.random.key(6), (6, 12), minval=-1, maxval=1)
+
+    def param_grad(m, x):  # temperature 5 keeps tanh unsaturated, so the gradients are not all 0
+        return jax.grad(lambda m: jnp.sum(jnp.tanh(m.scores(x, temperature=5.0)) ** 3))(m).memories
+
+    def input_grad(x):
+        return jax.grad(lambda x: jnp.sum(model.scores(x, temperature=5.0) ** 2))(x)
+
+    def everything(images, models):
+        return (
+            jax.vmap(lambda x: model.scores(x, temperature=5.0))(images),
+            jax.vmap(lambda x: param_grad(model, x))(images),
+            jax.vmap(jax.vmap(input_grad))(images.reshape(2, 3, 12)),
+            jax.vmap(lambda x: model.batch_scores(x, temperature=5.0))(images.reshape(2, 3, 12)),
+            jax.vmap(lambda m: jax.vmap(lambda x: m.scores(x, temperature=5.0))(images))(models),
+            jax.vmap(lambda m: param_grad(m, images[0]))(models),
+        )
+
+    kernel, xla = use_kernel(everything, images, models)
+    for got, want in zip(kernel, xla):
+        _close(got, want, rtol=1e-5)
+    _close(kernel[1], jnp.stack([param_grad(model, x) for x in images]), rtol=1e-5)
+    assert float(jnp.max(jnp.abs(kernel[1]))) > 0.1  # a per-image gradient that is not trivially 0
+
+    # one forward call over all six rows, no loop over the images
+    native.set_native_kernels(True)
+    lowered = jax.jit(jax.vmap(lambda x: model.scores(x, temperature=5.0))).lower(images).as_text()
+    calls = [line for line in lowered.splitlines() if "jamem_class_gaps_forward" in line]
+    assert len(calls) == 1 and "6x33xf32" in calls[0], calls
+    assert "while" not in lowered
+
+
+def test_export_needs_the_kernel_off_and_then_gives_the_same_scores():
+    model = DenseAMClassifier(num_memories=33, num_visible=12, num_classes=5, degree=3, key=jax.random.key(7))
+    images = jax.random.uniform(jax.random.key(8), (4, 12), minval=-1, maxval=1)
+    scores = jax.jit(lambda x: model.batch_scores(x, temperature=5.0))
+    with_kernel = scores(images)
+    with pytest.raises(ValueError, match="jamem_class_gaps_forward"):
+        jax.export.export(scores)(images)
+    native.set_native_kernels(False)
+    try:
+        exported = jax.export.deserialize(jax.export.export(scores)(images).serialize())
+    finally:
+        native.set_native_kernels(True)
+    _close(exported.call(images), with_kernel, rtol=1e-5)
+
+
 @pytest.mark.parametrize("degree", [1, 3])
 def test_nan_and_infinity_propagate_as_in_xla(use_kernel, degree):
     base, shift, cotangent = _inputs(4, 3, 20)
@@ -168,3 +222,39 @@ def test_without_a_compiler_it_warns_once_and_uses_xla(monkeypatch, tmp_path):
         gaps = jax.jit(lambda b, s: model_module.rectified_power_gaps(b, s, 2))(base, shift)
     want = jnp.sum(jax.nn.relu(base[:, None] + shift[None]) ** 2 - jax.nn.relu(base)[:, None] ** 2, axis=-1)
     _close(gaps, want, rtol=1e-6)
+
+
+@pytest.fixture
+def fake_compiler(tmp_path, monkeypatch):
+    """A stand-in for the C++ compiler that logs its calls, takes a second, and writes an empty `-o` file."""
+    log = tmp_path / "calls.log"
+    script = tmp_path / "fake-cxx"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *--version*) echo fake-cxx 1.0; exit 0;; esac\n'
+        f'echo "$*" >> "{log}"\n'
+        "sleep 1\n"
+        'while [ $# -gt 0 ]; do if [ "$1" = -o ]; then : > "$2"; fi; shift; done\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("JAMEM_CACHE_DIR", str(tmp_path / "cache"))
+    return script, log
+
+
+def test_concurrent_builds_compile_once_and_cxx_may_carry_arguments(fake_compiler):
+    script, log = fake_compiler
+    compiler = [str(script), "--wrapped-by-test"]  # as CXX="ccache g++" would give
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        libraries = list(pool.map(lambda _: native._build(compiler), range(3)))
+    assert len(set(libraries)) == 1 and libraries[0].is_file()
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("--wrapped-by-test -O3"), calls
+
+
+def test_a_hung_compiler_times_out_with_a_warning(fake_compiler, monkeypatch):
+    script, _ = fake_compiler
+    monkeypatch.setenv("CXX", f"{script} --slow")
+    monkeypatch.setattr(native, "_BUILD_TIMEOUT_S", 0.2)
+    monkeypatch.setitem(native._state, "loaded", None)
+    with pytest.warns(RuntimeWarning, match="timed out"):
+        assert not native.native_kernels_enabled()

@@ -104,7 +104,7 @@ def rectified_power_gaps(base: Float[Array, "B K"], shift: Float[Array, "C K"], 
     CPU device, float32 runs the fused kernel of `jamem.classifier.native` (forward and gradient).
     """
     if _use_native_kernel(base, shift, degree):
-        return native.class_gaps_forward(base, shift, degree)
+        return _native_kernels(degree)[0](base, shift)
     if not _on_cpu() or base.shape[1] % 2:
         return _gap_sums(base, shift, degree)
     # On CPU, XLA (jax 0.10, YNNPACK fusions) otherwise fuses the (B, C, K) reduction into the
@@ -184,7 +184,7 @@ rectified_power_gaps.defvjp(_gaps_forward, _gaps_backward)
 # penalty, say) differentiates the XLA form of the same backward instead.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _native_gaps_backward(base, shift, cotangent, degree):
-    return native.class_gaps_backward(base, shift, cotangent, degree)
+    return _native_kernels(degree)[1](base, shift, cotangent)
 
 
 def _native_backward_forward(base, shift, cotangent, degree):
@@ -197,6 +197,47 @@ def _native_backward_backward(degree, residuals, cotangents):
 
 
 _native_gaps_backward.defvjp(_native_backward_forward, _native_backward_backward)
+
+
+@functools.cache
+def _native_kernels(degree: int):
+    """The compiled forward and backward of `degree`, with batching rules for `jax.vmap`.
+
+    vmap over images (one attack per image, say) adds an axis to `base` and not to the shared
+    `shift`: the rows of every copy then go to one kernel call, as one batch, instead of one call
+    per copy. The shift's gradient must stay one per copy there; it comes from the XLA form, which
+    jit drops when nothing uses it (an input gradient). A vmapped `shift` (a batch of models) runs
+    one call per model."""
+
+    @jax.custom_batching.custom_vmap
+    def forward(base, shift):
+        return native.class_gaps_forward(base, shift, degree)
+
+    @forward.def_vmap
+    def _forward_rule(axis_size, in_batched, base, shift):
+        if in_batched[1]:
+            base = base if in_batched[0] else jnp.broadcast_to(base, (axis_size, *base.shape))
+            return jax.lax.map(lambda pair: forward(*pair), (base, shift)), True
+        gaps = forward(base.reshape(-1, base.shape[-1]), shift)
+        return gaps.reshape(*base.shape[:-1], shift.shape[0]), True
+
+    @jax.custom_batching.custom_vmap
+    def backward(base, shift, cotangent):
+        return native.class_gaps_backward(base, shift, cotangent, degree)
+
+    @backward.def_vmap
+    def _backward_rule(axis_size, in_batched, base, shift, cotangent):
+        base, cotangent = (
+            x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+            for x, batched in zip((base, cotangent), (in_batched[0], in_batched[2]))
+        )
+        if in_batched[1]:
+            return jax.lax.map(lambda args: backward(*args), (base, shift, cotangent)), (True, True)
+        d_base, _ = backward(base.reshape(-1, base.shape[-1]), shift, cotangent.reshape(-1, cotangent.shape[-1]))
+        d_shift = jax.vmap(lambda b, g: _xla_gaps_backward(degree, b, shift, g)[1])(base, cotangent)
+        return (d_base.reshape(base.shape), d_shift), (True, True)
+
+    return forward, backward
 
 
 def dual_outputs(model: DenseAMClassifier, image: Float[Array, " N"]) -> Float[Array, " C"]:

@@ -7,6 +7,11 @@ the C++ compiler found as `$CXX` or `c++` and jaxlib's FFI headers, and cached i
 `$JAMEM_CACHE_DIR` (default `~/.cache/jamem`). Where it cannot be built (no compiler, an
 unsupported one), jamem warns once and keeps the XLA form, which computes the same gaps.
 `JAMEM_NATIVE_KERNELS=0` or `set_native_kernels(False)` turns the kernel off.
+
+Under `jax.vmap` over images the rows of every image go to one kernel call (the batching rules of
+`model._native_kernels`). `jax.export` refuses the kernel's custom call, which has no compatibility
+guarantee across machines: export with `set_native_kernels(False)`, for a portable program with
+the same results.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hashlib
 import os
 import pathlib
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -29,13 +35,14 @@ import jaxlib
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..tooling.data import default_cache_dir
+from ..tooling.data import _exclusive, default_cache_dir
 
 _SOURCE = pathlib.Path(__file__).with_name("class_gaps.cc")
 # -fassociative-math lets the compiler keep 16 partial sums per class; NaNs and infinities are
 # still honoured (no -ffast-math), so a NaN input gives a NaN gap as in the XLA form.
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 _FORWARD, _BACKWARD = "jamem_class_gaps_forward", "jamem_class_gaps_backward"
+_BUILD_TIMEOUT_S = 600  # a hung compiler must not hang the first training step for ever
 
 _lock = threading.Lock()
 _OFF = ("0", "false", "no", "off")
@@ -84,22 +91,32 @@ def _machine_signature() -> str:
     return "\n".join([platform.machine(), cpu_flags, jaxlib.__version__])
 
 
-def _build(compiler: str) -> pathlib.Path:
+def _build(compiler: list[str]) -> pathlib.Path:
+    """The cached library for this source, compiler and machine, compiled first if there is none."""
     source = _SOURCE.read_bytes()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(source + " ".join(_FLAGS).encode() + version.encode() + _machine_signature().encode())
+    version = subprocess.run(
+        [*compiler, "--version"], capture_output=True, text=True, check=True, timeout=_BUILD_TIMEOUT_S
+    ).stdout
+    key = hashlib.sha256(source + shlex.join([*compiler, *_FLAGS]).encode() + version.encode())
+    key.update(_machine_signature().encode())
     library = default_cache_dir() / f"class_gaps-{key.hexdigest()[:16]}.so"
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
-    print(f"jamem: building the CPU class-gap kernel once for this machine ({library})", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
-        target = pathlib.Path(scratch) / library.name
-        command = [compiler, *_FLAGS, "-std=c++17", "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}"]
-        result = subprocess.run([*command, str(_SOURCE), "-o", str(target)], capture_output=True, text=True)
-        if result.returncode:
-            raise RuntimeError(result.stderr[-2000:])
-        os.replace(target, library)  # atomic: concurrent builders (test workers) never see half a file
+    # one build per machine: concurrent processes (test workers) wait for the first one's library
+    with _exclusive(library.parent / ".class_gaps.lock"):
+        if library.exists():
+            return library
+        print(f"jamem: building the CPU class-gap kernel for this machine ({library})", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+            target = pathlib.Path(scratch) / library.name
+            command = [*compiler, *_FLAGS, "-std=c++17", "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}"]
+            result = subprocess.run(
+                [*command, str(_SOURCE), "-o", str(target)], capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S
+            )
+            if result.returncode:
+                raise RuntimeError(result.stderr[-2000:])
+            os.replace(target, library)  # atomic: where there is no lock, a reader never sees half a file
     return library
 
 
@@ -109,16 +126,16 @@ def _load() -> bool:
         return _state["loaded"]
     with _lock:
         if _state["loaded"] is None:
-            compiler = shutil.which(os.environ.get("CXX", "c++"))
             try:
-                if compiler is None:
+                compiler = shlex.split(os.environ.get("CXX", "c++"))  # "ccache g++" is a compiler too
+                if not compiler or shutil.which(compiler[0]) is None:
                     raise RuntimeError("no C++ compiler (set $CXX)")
                 library = ctypes.cdll.LoadLibrary(str(_build(compiler)))
                 symbols = {_FORWARD: library.JamemClassGapsForward, _BACKWARD: library.JamemClassGapsBackward}
                 for name, symbol in symbols.items():
                     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
                 _state["loaded"] = True
-            except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as error:
+            except (OSError, RuntimeError, ValueError, subprocess.SubprocessError, AttributeError) as error:
                 warnings.warn(
                     f"jamem could not build its CPU class-gap kernel ({error}); the classifier uses XLA's "
                     "fusion instead, with the same results and a slower epoch.",
