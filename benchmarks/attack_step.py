@@ -44,7 +44,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--models", default=str(MODELS))
-    parser.add_argument("--degrees", default="3,30")
+    parser.add_argument("--degrees", default=None, help="default 3,30 (--quick: 3)")
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--steps", type=int, default=20, help="PGD steps per attack")
     parser.add_argument("--repeats", type=int, default=3)
@@ -52,7 +52,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.steps, args.repeats, args.degrees = 20, 2, 1, "3"
+        args.images, args.steps, args.repeats = 20, 2, 1
+    args.degrees = args.degrees or ("3" if args.quick else "3,30")
     kernel = native.native_kernels_enabled()
     images, labels = data.load("mnist", split="test", data_dir=args.data_dir)
     images, labels = jnp.asarray(images[: args.images]), jnp.asarray(labels[: args.images])
@@ -74,7 +75,7 @@ def main(argv=None):
             native.set_native_kernels(False)
             seconds["xla_fusion"], with_xla = _best_seconds(attack, args.repeats)
         finally:
-            native.set_native_kernels(True)
+            native.set_native_kernels(kernel)
         if kernel:  # a sign step can flip where a gradient entry is ~0 and the two forms round apart
             differing = float(jnp.mean(jnp.any(jnp.abs(with_kernel - with_xla) > 1e-4, axis=-1)))
         rows[f"n={degree}"] = {

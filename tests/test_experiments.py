@@ -36,7 +36,7 @@ SLOW = [
     ("experiments/random_features.py", [], "random_features_quick.json"),
     ("experiments/energy_transformer.py", [], None),
     ("benchmarks/mnist_epoch.py", ["--degrees", "3", "--repeats", "1"], None),
-    ("benchmarks/attack_step.py", [], None),  # the committed K = 2000 models; quits where there is no kernel
+    ("benchmarks/attack_step.py", [], None),  # the committed K = 2000 models; XLA's side only where no kernel
     ("benchmarks/distributed_epoch.py", ["--processes", "1,2", "--repeats", "1"], None),
 ]
 

@@ -23,10 +23,12 @@ import pathlib
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 
 import jax
@@ -94,30 +96,66 @@ def _machine_signature() -> str:
 def _build(compiler: list[str]) -> pathlib.Path:
     """The cached library for this source, compiler and machine, compiled first if there is none."""
     source = _SOURCE.read_bytes()
-    version = subprocess.run(
-        [*compiler, "--version"], capture_output=True, text=True, check=True, timeout=_BUILD_TIMEOUT_S
-    ).stdout
+    version = _run_compiler([*compiler, "--version"], check=True).stdout
     key = hashlib.sha256(source + shlex.join([*compiler, *_FLAGS]).encode() + version.encode())
     key.update(_machine_signature().encode())
     library = default_cache_dir() / f"class_gaps-{key.hexdigest()[:16]}.so"
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)
+    failure = library.with_suffix(".failed")  # what the last build that failed said
+    waiting_since = time.time()
     # one build per machine: concurrent processes (test workers) wait for the first one's library
     with _exclusive(library.parent / ".class_gaps.lock"):
         if library.exists():
             return library
+        if failure.exists() and failure.stat().st_mtime >= waiting_since:
+            # it failed while this process waited (a hung compiler, say): not once more per waiter
+            raise RuntimeError(f"another process's build just failed: {failure.read_text()[-2000:]}")
         print(f"jamem: building the CPU class-gap kernel for this machine ({library})", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
             target = pathlib.Path(scratch) / library.name
             command = [*compiler, *_FLAGS, "-std=c++17", "-shared", "-fPIC", f"-I{jax.ffi.include_dir()}"]
-            result = subprocess.run(
-                [*command, str(_SOURCE), "-o", str(target)], capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S
-            )
-            if result.returncode:
-                raise RuntimeError(result.stderr[-2000:])
+            try:
+                result = _run_compiler([*command, str(_SOURCE), "-o", str(target)], check=False)
+                if result.returncode:
+                    raise RuntimeError(result.stderr[-2000:])
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                failure.write_text(str(error))
+                raise
             os.replace(target, library)  # atomic: where there is no lock, a reader never sees half a file
+        failure.unlink(missing_ok=True)
     return library
+
+
+def _run_compiler(command: list[str], *, check: bool) -> subprocess.CompletedProcess:
+    """Run `command` with `_BUILD_TIMEOUT_S`; past it, kill its whole process group: a driver such as
+    `ccache g++` or `g++` leaves the compiler proper running if only the driver is killed."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=_BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            if hasattr(os, "killpg"):  # POSIX; elsewhere there is no process group to kill
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+            process.communicate()
+            raise
+    if check and process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, stdout, stderr)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _compiler_command() -> list[str]:
+    """$CXX (default c++) as a command: a path to an executable as it stands, even with spaces;
+    otherwise split as a shell would, so that "ccache g++" is a compiler too."""
+    raw = os.environ.get("CXX", "c++")
+    command = [raw] if raw.strip() and shutil.which(raw) else shlex.split(raw)
+    if not command or shutil.which(command[0]) is None:
+        raise RuntimeError(f"no C++ compiler (set $CXX; it is {raw!r})")
+    return command
 
 
 def _load() -> bool:
@@ -127,10 +165,7 @@ def _load() -> bool:
     with _lock:
         if _state["loaded"] is None:
             try:
-                compiler = shlex.split(os.environ.get("CXX", "c++"))  # "ccache g++" is a compiler too
-                if not compiler or shutil.which(compiler[0]) is None:
-                    raise RuntimeError("no C++ compiler (set $CXX)")
-                library = ctypes.cdll.LoadLibrary(str(_build(compiler)))
+                library = ctypes.cdll.LoadLibrary(str(_build(_compiler_command())))
                 symbols = {_FORWARD: library.JamemClassGapsForward, _BACKWARD: library.JamemClassGapsBackward}
                 for name, symbol in symbols.items():
                     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(symbol), platform="cpu")
