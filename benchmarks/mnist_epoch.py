@@ -60,7 +60,7 @@ def numpy_epoch(xi, velocity, images, labels, order, *, degree, temperature, pow
     return xi, velocity
 
 
-def _best_seconds(fn, *args, repeats: int) -> tuple[float, list[float]]:
+def best_seconds(fn, *args, repeats: int) -> tuple[float, list[float]]:
     """(min, all) wall seconds of `repeats` calls after one warm-up call (which compiles)."""
     jax.block_until_ready(fn(*args))
     times = []
@@ -117,21 +117,21 @@ def epoch_breakdown(images, labels, test_images, *, num_memories: int, repeats: 
     evaluate = lambda: train.predict(model, jnp.asarray(test_images), temperature=temperature)
 
     seconds = {}
-    seconds["matmul_floor"], _ = _best_seconds(matmuls, visible, repeats=repeats)
-    seconds["forward"], _ = _best_seconds(forward, params, repeats=repeats)
-    seconds["forward_and_backward"], _ = _best_seconds(backward, params, repeats=repeats)
-    seconds["epoch"], epoch_each = _best_seconds(epoch, repeats=repeats)
-    seconds["test_evaluation"], _ = _best_seconds(evaluate, repeats=repeats)
-    seconds["class_gaps_forward_alone"], _ = _best_seconds(gaps_forward, base_in, shift_in, repeats=repeats)
-    seconds["class_gaps_forward_and_backward_alone"], _ = _best_seconds(
+    seconds["matmul_floor"], _ = best_seconds(matmuls, visible, repeats=repeats)
+    seconds["forward"], _ = best_seconds(forward, params, repeats=repeats)
+    seconds["forward_and_backward"], _ = best_seconds(backward, params, repeats=repeats)
+    seconds["epoch"], epoch_each = best_seconds(epoch, repeats=repeats)
+    seconds["test_evaluation"], _ = best_seconds(evaluate, repeats=repeats)
+    seconds["class_gaps_forward_alone"], _ = best_seconds(gaps_forward, base_in, shift_in, repeats=repeats)
+    seconds["class_gaps_forward_and_backward_alone"], _ = best_seconds(
         gaps_backward, base_in, shift_in, repeats=repeats
     )
     kernel = jax.default_backend() == "cpu" and native.native_kernels_enabled()
     if kernel:  # the same epoch with XLA's fusion of the class gaps, for the kernel's gain
         native.set_native_kernels(False)
         try:
-            seconds["epoch_with_xla_class_gaps"], _ = _best_seconds(epoch, repeats=repeats)
-            seconds["class_gaps_forward_and_backward_alone_xla"], _ = _best_seconds(
+            seconds["epoch_with_xla_class_gaps"], _ = best_seconds(epoch, repeats=repeats)
+            seconds["class_gaps_forward_and_backward_alone_xla"], _ = best_seconds(
                 repeat(lambda b, s: _sum_tree(jax.grad(lambda b, s: jnp.sum(jnp.tanh(gaps(b, s))), (0, 1))(b, s))),
                 base_in,
                 shift_in,
