@@ -3,6 +3,7 @@
 import concurrent.futures
 import os
 import subprocess
+import time
 import warnings
 
 import jax
@@ -301,6 +302,31 @@ def test_a_hung_compiler_times_out_once_for_all_waiters_and_leaves_nothing_runni
     monkeypatch.setitem(native._state, "loaded", None)
     with pytest.warns(RuntimeWarning, match="timed out"):  # a later process tries again, and says why
         assert not native.native_kernels_enabled()
+
+
+def test_a_paused_build_lock_holder_makes_waiters_fall_back_to_xla(fake_compiler, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+    script, log, _ = fake_compiler
+    monkeypatch.setattr(native, "_BUILD_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(native, "_LOCK_GRACE_S", 0.3)
+    cache = native.default_cache_dir()
+    cache.mkdir(parents=True)
+    holder = os.open(cache / ".class_gaps.lock", os.O_RDONLY | os.O_CREAT)  # as a SIGSTOPped builder holds it
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="paused or hung"):
+            native._build([str(script)])
+        assert 0.5 <= time.monotonic() - started < 5
+        monkeypatch.setenv("CXX", str(script))
+        monkeypatch.setitem(native._state, "loaded", None)
+        with pytest.warns(RuntimeWarning, match="held the lock"):
+            assert not native.native_kernels_enabled()
+    finally:
+        os.close(holder)
+    assert not log.exists()  # nothing was compiled while the lock was held
+    monkeypatch.setattr(native, "_BUILD_TIMEOUT_S", 30.0)  # the fake compiler takes a second
+    assert native._build([str(script)]).is_file()  # and once the lock is free, the build goes ahead
 
 
 def _raised(fn, *args):

@@ -130,10 +130,12 @@ void forward_rows(const float* base, const float* shift, float* gaps, int64_t lo
       }
       if (c < C) acc[c] += rect_pow(x + load(shift + c * K + k), n) - off;
     }
-    for (int64_t c = 0; c < C; ++c) {
-      float total = lane_sum(acc[c]);
-      for (int64_t k = K_vec; k < K; ++k) total += rect_pow(row[k] + shift[c * K + k], n) - rect_pow(row[k], n);
-      gaps[b * C + c] = total;
+    float* gap_row = gaps + b * C;
+    for (int64_t c = 0; c < C; ++c) gap_row[c] = lane_sum(acc[c]);
+    // the memories past the last full block of 16, each memory's own term computed once for all classes
+    for (int64_t k = K_vec; k < K; ++k) {
+      const float off = rect_pow(row[k], n);
+      for (int64_t c = 0; c < C; ++c) gap_row[c] += rect_pow(row[k] + shift[c * K + k], n) - off;
     }
   }
 }

@@ -21,6 +21,7 @@ import contextlib
 import gzip
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,9 +226,12 @@ def load(
 
 
 @contextlib.contextmanager
-def _exclusive(lock_file: Path):
+def _exclusive(lock_file: Path, *, timeout: float | None = None):
     """Hold an advisory lock on `lock_file` (POSIX `flock`). Where there is none (Windows, some
-    Lustre, FUSE or CIFS mounts) or the file cannot be opened, go on unlocked, as before the lock."""
+    Lustre, FUSE or CIFS mounts) or the file cannot be opened, go on unlocked, as before the lock.
+
+    With `timeout` (seconds), raise `TimeoutError` if the lock is still held by then: a holder that
+    is paused (SIGSTOP) or hung would otherwise block every later process for good."""
     try:
         import fcntl
 
@@ -236,13 +240,32 @@ def _exclusive(lock_file: Path):
         yield
         return
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:
-            pass
+        if timeout is None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError:
+                pass
+        else:
+            _flock_within(fcntl, handle, lock_file, timeout)
         yield
     finally:
         os.close(handle)  # releases the lock
+
+
+def _flock_within(fcntl, handle: int, lock_file: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"another process has held the lock {lock_file} for over {timeout:g} s (paused or hung?)"
+                ) from None
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        except OSError:  # no flock on this file system: unlocked, as above
+            return
 
 
 def _has_tfds() -> bool:
