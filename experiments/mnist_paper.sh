@@ -4,6 +4,7 @@
 #   bash experiments/mnist_paper.sh validate     # candidate schedules on the validation split
 #   bash experiments/mnist_paper.sh validate-high [N ...]  # eps0 for n = 20, 30 (or N) on the validation split
 #   bash experiments/mnist_paper.sh validate-ramp [--degree N] [R ...]  # n = 3 (or N), temperature ramps of 27, 50 (or R) epochs on the validation split
+#   bash experiments/mnist_paper.sh validate-temperature [T ...]  # n = 30, constant temperatures 500, 700 (or T) on the validation split
 #   bash experiments/mnist_paper.sh final [LR]   # retrain n = 2, 3, 20, 30 (and 8) on 60k with the preset
 #   bash experiments/mnist_paper.sh seeds N S [S ...]  # the final n = N run again with other seeds, then the spread
 set -euo pipefail
@@ -30,6 +31,11 @@ validate_ramp() {
     [ "$n" = 3 ] || out=$root/validation/n${n}_ramp$1
     $py experiments/mnist_dam.py --degrees "$n" --schedule compressed --validation --eval-every 5 --no-progress \
         --ramp-epochs "$1" --out "$out"
+}
+
+validate_temperature() {
+    $py experiments/mnist_dam.py --degrees 30 --schedule compressed --validation --no-progress \
+        --temperature-initial "$1" --temperature-final "$1" --out "$root/validation/n30_T$1"
 }
 
 seed_run() {
@@ -75,6 +81,14 @@ validate-ramp)
     [ $# -gt 0 ] || ramps=(27 50)
     side_by_side validate_ramp "${ramps[@]}"
     ;;
+validate-temperature)
+    # n = 30 (2026-11-29, twelfth session): the edges of the paper's window for large n, T in [500, 700]
+    # (arXiv:1606.01164, App. A), against the preset's 650, for the share of memories voting for one class
+    shift
+    temperatures=("$@")
+    [ $# -gt 0 ] || temperatures=(500 700)
+    side_by_side validate_temperature "${temperatures[@]}"
+    ;;
 validate-others)
     $py experiments/mnist_dam.py --degrees 2,20,30 --schedule compressed --validation --eval-every 5 --no-progress \
         --ramp-epochs "${2:?ramp epochs}" ${3:+--learning-rate $3} --out "$root/validation/others"
@@ -94,7 +108,7 @@ seeds)
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the targets, met or not
     ;;
 *)
-    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
+    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
     exit 2
     ;;
 esac

@@ -5,7 +5,8 @@ run at a fraction of the vector units' speed and were a third of a training epoc
 reduces every class from registers instead. It is compiled on first use, once per machine, with
 the C++ compiler found as `$CXX` or `c++` and jaxlib's FFI headers, and cached in
 `$JAMEM_CACHE_DIR` (default `~/.cache/jamem`). Where it cannot be built (no compiler, an
-unsupported one), jamem warns once and keeps the XLA form, which computes the same gaps.
+unsupported one, a compile past 10 minutes, or another process that holds the build's lock past
+that), jamem warns once and keeps the XLA form, which computes the same gaps.
 `JAMEM_NATIVE_KERNELS=0` or `set_native_kernels(False)` turns the kernel off.
 
 Under `jax.vmap` over images the rows of every image go to one kernel call (the batching rules of
