@@ -45,8 +45,8 @@ _SOURCE = pathlib.Path(__file__).with_name("class_gaps.cc")
 # still honoured (no -ffast-math), so a NaN input gives a NaN gap as in the XLA form.
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 _FORWARD, _BACKWARD = "jamem_class_gaps_forward", "jamem_class_gaps_backward"
-_BUILD_TIMEOUT_S = 600  # a hung compiler must not hang the first training step for ever
-_LOCK_GRACE_S = 60  # past its compile's timeout, a live lock holder has finished its build
+_BUILD_TIMEOUT_S = 600.0  # a hung compiler must not hang the first training step for ever
+_LOCK_GRACE_S = 60.0  # past its compile's timeout, a live lock holder has finished its build
 
 _lock = threading.Lock()
 _OFF = ("0", "false", "no", "off")
@@ -109,7 +109,7 @@ def _build(compiler: list[str]) -> pathlib.Path:
     waiting_since = time.time()
     # one build per machine: concurrent processes (test workers) wait for the first one's library,
     # but not on a holder that is paused or hung past its own compile's timeout (then: XLA, warned)
-    with _exclusive(library.parent / ".class_gaps.lock", timeout=float(_BUILD_TIMEOUT_S + _LOCK_GRACE_S)):
+    with _exclusive(library.parent / ".class_gaps.lock", timeout=_BUILD_TIMEOUT_S + _LOCK_GRACE_S):
         if library.exists():
             return library
         if failure.exists() and failure.stat().st_mtime >= waiting_since:

@@ -240,25 +240,21 @@ def _exclusive(lock_file: Path, *, timeout: float | None = None):
         yield
         return
     try:
-        if timeout is None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            except OSError:
-                pass
-        else:
-            _flock_within(fcntl, handle, lock_file, timeout)
+        _flock(fcntl, handle, lock_file, timeout)
         yield
     finally:
         os.close(handle)  # releases the lock
 
 
-def _flock_within(fcntl, handle: int, lock_file: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def _flock(fcntl, handle: int, lock_file: Path, timeout: float | None) -> None:
+    """Take the lock, waiting for ever (`timeout` None) or polling until `timeout` seconds pass."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    mode = fcntl.LOCK_EX if deadline is None else fcntl.LOCK_EX | fcntl.LOCK_NB
     while True:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode)
             return
-        except BlockingIOError:
+        except BlockingIOError:  # only without blocking: the lock is held
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"another process has held the lock {lock_file} for over {timeout:g} s (paused or hung?)"
