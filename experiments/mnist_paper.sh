@@ -5,6 +5,7 @@
 #   bash experiments/mnist_paper.sh validate-high [N ...]  # eps0 for n = 20, 30 (or N) on the validation split
 #   bash experiments/mnist_paper.sh validate-ramp [--degree N] [R ...]  # n = 3 (or N), temperature ramps of 27, 50 (or R) epochs on the validation split
 #   bash experiments/mnist_paper.sh validate-temperature [T ...]  # n = 30, constant temperatures 500, 700 (or T) on the validation split
+#   bash experiments/mnist_paper.sh validate-momentum [P ...]  # n = 30, momentum 0.6 (or P) on the validation split
 #   bash experiments/mnist_paper.sh final [LR]   # retrain n = 2, 3, 20, 30 (and 8) on 60k with the preset
 #   bash experiments/mnist_paper.sh seeds N S [S ...]  # the final n = N run again with other seeds, then the spread
 set -euo pipefail
@@ -13,10 +14,11 @@ py=${PYTHON:-.venv/bin/python}
 root=results/mnist_paper
 
 side_by_side() {
-    # FUNCTION ARG...: `FUNCTION ARG` for every ARG at once, each pinned to its own core; fails if any
-    # of them does (a bare `wait` returns 0 whatever the runs did)
+    # FUNCTION ARG...: `FUNCTION ARG` for every ARG at once, each pinned to its own core (a lone one
+    # is not); fails if any of them does (a bare `wait` returns 0 whatever the runs did)
     local run=$1 pids=() core=0 failed=0 pid arg
     shift
+    if [ $# = 1 ]; then "$run" "$1"; return; fi  # a lone run keeps every core
     for arg in "$@"; do
         (taskset -cp $((core % $(nproc))) $BASHPID >/dev/null && "$run" "$arg") &
         pids+=($!)
@@ -36,6 +38,11 @@ validate_ramp() {
 validate_temperature() {
     $py experiments/mnist_dam.py --degrees 30 --schedule compressed --validation --no-progress \
         --temperature-initial "$1" --temperature-final "$1" --out "$root/validation/n30_T$1"
+}
+
+validate_momentum() {
+    $py experiments/mnist_dam.py --degrees 30 --schedule compressed --validation --no-progress \
+        --momentum "$1" --out "$root/validation/n30_p${1//./}"
 }
 
 seed_run() {
@@ -89,6 +96,14 @@ validate-temperature)
     [ $# -gt 0 ] || temperatures=(500 700)
     side_by_side validate_temperature "${temperatures[@]}"
     ;;
+validate-momentum)
+    # n = 30 (2026-11-29, thirteenth session): the bottom of the paper's momentum window, p = 0.6, as
+    # the authors' public training notebook sets it for large n, against the preset's 0.9
+    shift
+    momenta=("$@")
+    [ $# -gt 0 ] || momenta=(0.6)
+    side_by_side validate_momentum "${momenta[@]}"
+    ;;
 validate-others)
     $py experiments/mnist_dam.py --degrees 2,20,30 --schedule compressed --validation --eval-every 5 --no-progress \
         --ramp-epochs "${2:?ramp epochs}" ${3:+--learning-rate $3} --out "$root/validation/others"
@@ -108,7 +123,7 @@ seeds)
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the issue's targets, met or not
     ;;
 *)
-    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
+    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-momentum [P ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
     exit 2
     ;;
 esac
