@@ -10,8 +10,10 @@ gradient: nothing trains it any more, and the normalised momentum of App. A carr
 last direction until the velocity underflows, leaving its class weights where that takes them.
 Writes `results/mnist_paper/silent_memories.json`: per model, the silent memories on the 60k
 training and 10k test images, the vote histogram of silent and of active memories, and the share
-of all and of active memories that vote for one class. The issue's target (over 40% at n = 30)
-is about all memories; the active share is a diagnosis, not a second way to meet it.
+of all and of active memories that vote for one class, and the share of all memories read with
+stricter votes (`STRICTER_VOTES`). The issue's target (over 40% at n = 30) is about all memories
+with a vote meaning any positive class weight; the active share and the stricter readings are
+diagnoses, not other ways to meet it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ import numpy as np
 from jamem import prototypes, train
 from jamem.tooling import data
 from jamem.tooling.provenance import save_json
+
+# A memory votes for class alpha when xi_alpha > threshold. The recorded statistic, and the issue's
+# target, use 0 (any positive class weight); these stricter readings (a class weight near the clip
+# at +1) show how much the share depends on that choice, and are not a way to meet the target.
+STRICTER_VOTES = (0.5, 0.9)
 
 
 def silence(path: Path, train_images, test_images) -> dict:
@@ -45,6 +52,9 @@ def silence(path: Path, train_images, test_images) -> dict:
         "silent_on_test_images": int(silent_test.sum()),
         "fraction_of_memories_voting_for_one_class": prototypes.one_class_share(model),
         "fraction_of_active_memories_voting_for_one_class": prototypes.one_class_share(model, among=~silent_train),
+        "fraction_of_memories_voting_for_one_class_by_threshold": {
+            str(threshold): prototypes.one_class_share(model, threshold=threshold) for threshold in STRICTER_VOTES
+        },
         "classes_per_memory_histogram_active": np.bincount(votes[active], minlength=model.num_classes + 1).tolist(),
         "classes_per_memory_histogram_silent": np.bincount(votes[~active], minlength=model.num_classes + 1).tolist(),
     }

@@ -197,20 +197,21 @@ def test_silent_memories_are_counted_on_the_saved_models(tmp_path, mnist, cache,
 
     silent = _load("experiments/mnist_silent.py")
     monkeypatch.setenv("JAMEM_CACHE_DIR", str(cache))
-    config = train.TrainConfig(degree=3, num_memories=3)
-    model = DenseAMClassifier(num_memories=3, degree=3, key=jax.random.key(0))
+    config = train.TrainConfig(degree=3, num_memories=4)
+    model = DenseAMClassifier(num_memories=4, degree=3, key=jax.random.key(0))
     # visible part 0, so xi . U = -sum_alpha xi_alpha on every image: memory 0 votes for all ten
     # classes and sits at -10 + 2 <= 0 (silent), memory 1 votes for one class (8 > 0), memory 2
-    # for none (10 > 0)
-    classes = jnp.full((3, 10), -1.0).at[0].set(1.0).at[1, 4].set(1.0)
-    model = eqx.tree_at(lambda m: m.memories, model, jnp.concatenate([jnp.zeros((3, 784)), classes], 1))
+    # for none (10 > 0), memory 3 for two (6.5 > 0), one of them (at 0.5) too weak for a stricter vote
+    classes = jnp.full((4, 10), -1.0).at[0].set(1.0).at[1, 4].set(1.0).at[3, 6].set(1.0).at[3, 7].set(0.5)
+    model = eqx.tree_at(lambda m: m.memories, model, jnp.concatenate([jnp.zeros((4, 784)), classes], 1))
     history = train.History([{"epoch": 1, "test_error": 0.5}])
     train.save_model(tmp_path / "compressed" / "mnist_n3.eqx", model, config=config, history=history)
     silent.main(["--root", str(tmp_path), "--data-dir", str(SHARED_DATA)])
     (row,) = json.loads((tmp_path / "silent_memories.json").read_text())["models"]
     assert row["silent_on_train_images"] == 1 and row["silent_on_test_images"] == 1
-    assert row["fraction_of_memories_voting_for_one_class"] == pytest.approx(1 / 3)
-    assert row["fraction_of_active_memories_voting_for_one_class"] == pytest.approx(1 / 2)
+    assert row["fraction_of_memories_voting_for_one_class"] == pytest.approx(1 / 4)
+    assert row["fraction_of_active_memories_voting_for_one_class"] == pytest.approx(1 / 3)
+    assert row["fraction_of_memories_voting_for_one_class_by_threshold"] == pytest.approx({"0.5": 1 / 2, "0.9": 1 / 2})
     assert row["classes_per_memory_histogram_silent"] == [0] * 10 + [1]
-    assert row["classes_per_memory_histogram_active"] == [1, 1] + [0] * 9
+    assert row["classes_per_memory_histogram_active"] == [1, 1, 1] + [0] * 8
     assert row["final_test_error"] == 0.5
