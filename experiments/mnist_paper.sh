@@ -35,14 +35,18 @@ validate_ramp() {
         --ramp-epochs "$1" --out "$out"
 }
 
+validate_n30() {
+    # NAME OPTION...: the compressed n = 30 run on the validation split with OPTION..., into validation/n30_NAME
+    $py experiments/mnist_dam.py --degrees 30 --schedule compressed --validation --no-progress "${@:2}" \
+        --out "$root/validation/n30_$1"
+}
+
 validate_temperature() {
-    $py experiments/mnist_dam.py --degrees 30 --schedule compressed --validation --no-progress \
-        --temperature-initial "$1" --temperature-final "$1" --out "$root/validation/n30_T$1"
+    validate_n30 "T$1" --temperature-initial "$1" --temperature-final "$1"
 }
 
 validate_momentum() {
-    $py experiments/mnist_dam.py --degrees 30 --schedule compressed --validation --no-progress \
-        --momentum "$1" --out "$root/validation/n30_p${1//./}"
+    validate_n30 "p${1//./}" --momentum "$1"
 }
 
 seed_run() {
