@@ -8,6 +8,7 @@
 #   bash experiments/mnist_paper.sh validate-momentum [P ...]  # n = 30, momentum 0.6 (or P) on the validation split
 #   bash experiments/mnist_paper.sh final [LR]   # retrain n = 2, 3, 20, 30 (and 8) on 60k with the preset
 #   bash experiments/mnist_paper.sh seeds N S [S ...]  # the final n = N run again with other seeds, then the spread
+#   bash experiments/mnist_paper.sh paper-seeds N S [S ...]  # the paper's own 3000-epoch schedule for n = N with other seeds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
@@ -52,6 +53,11 @@ validate_momentum() {
 seed_run() {
     $py experiments/mnist_dam.py --degrees "$n" --schedule compressed --no-progress --seed "$1" \
         --out "$root/seeds/n${n}_seed$1"
+}
+
+paper_seed_run() {
+    $py experiments/mnist_dam.py --degrees "$n" --schedule paper --no-progress --seed "$1" \
+        --out "$root/paper_seeds/n${n}_seed$1"
 }
 
 case "${1:-}" in
@@ -126,8 +132,17 @@ seeds)
     $py experiments/mnist_seeds.py
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the issue's targets, met or not
     ;;
+paper-seeds)
+    # (2026-12-06, fourteenth session) the paper's schedule ran once per degree, seed 0, on a GPU (gpu/);
+    # n = 3's 3000 epochs take about 2 hours on a quiet 2-core CPU, so other seeds can run here too
+    n=${2:?degree}
+    shift 2
+    side_by_side paper_seed_run "$@"
+    $py experiments/mnist_seeds.py --schedule paper
+    $py experiments/mnist_targets.py
+    ;;
 *)
-    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-momentum [P ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...]" >&2
+    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-momentum [P ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...] | paper-seeds N S [S ...]" >&2
     exit 2
     ;;
 esac

@@ -1,13 +1,16 @@
-"""Seed-to-seed spread of the compressed-schedule MNIST classifiers (arXiv:1606.01164, eq. 9).
+"""Seed-to-seed spread of the MNIST classifiers (arXiv:1606.01164, eq. 9), per schedule.
 
-    python experiments/mnist_seeds.py        # after `bash experiments/mnist_paper.sh seeds N S ...`
+    python experiments/mnist_seeds.py                    # after `bash experiments/mnist_paper.sh seeds N S ...`
+    python experiments/mnist_seeds.py --schedule paper   # after `... paper-seeds N S ...`
 
 The paper reports one sample model per n (A14 of our reference: 1.51% at n = 2, 1.44% at n = 3).
-This reads the seed-0 model of `results/mnist_paper/compressed/` and the runs of other seeds in
-`results/mnist_paper/seeds/n<N>_seed<S>/`, checks that they share every setting but the seed, and
-writes `results/mnist_paper/seeds/summary.json`: each run's final-epoch test error and the epoch
-it first reached 2%, the errors' mean and sample standard deviation, the binomial standard error
-of one 10k test error, and how far the paper's sample lies below our mean in units of the spread.
+For the compressed schedule this reads the seed-0 model of `results/mnist_paper/compressed/` and
+the runs of other seeds in `results/mnist_paper/seeds/n<N>_seed<S>/`; for the paper's own
+3000-epoch schedule, the seed-0 model of `gpu/` and the runs in `paper_seeds/n<N>_seed<S>/`. It
+checks that they share every setting but the seed, and writes `summary.json` into the seeds'
+folder: each run's final-epoch test error and the epoch it first reached 2%, the errors' mean and
+sample standard deviation, the binomial standard error of one 10k test error, and how far the
+paper's sample lies below our mean in units of the spread.
 Only complete runs count.
 """
 
@@ -21,10 +24,14 @@ from jamem import train
 from jamem.classifier.mnist import PAPER_SAMPLE_ERROR, finished_test_run
 from jamem.tooling.provenance import save_json
 
+# schedule: (the folder of its seed-0 models, the folder of its other seeds), under the root
+FOLDERS = {"compressed": ("compressed", "seeds"), "paper": ("gpu", "paper_seeds")}
 
-def spread(degree: int, root: Path) -> dict:
-    others = sorted((root / "seeds").glob(f"n{degree}_seed*/mnist_n{degree}.json"))
-    paths = [root / "compressed" / f"mnist_n{degree}.json", *others]
+
+def spread(degree: int, root: Path, schedule: str = "compressed") -> dict:
+    first, seeds = FOLDERS[schedule]
+    others = sorted((root / seeds).glob(f"n{degree}_seed*/mnist_n{degree}.json"))
+    paths = [root / first / f"mnist_n{degree}.json", *others]
     runs = [r for r in map(finished_test_run, paths) if r is not None]
     if not runs:
         raise SystemExit(f"no complete test-split runs for n = {degree} under {root}")
@@ -53,18 +60,19 @@ def spread(degree: int, root: Path) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--degrees", default=None, help="default: every n with runs in <root>/seeds")
+    parser.add_argument("--schedule", choices=sorted(FOLDERS), default="compressed")
+    parser.add_argument("--degrees", default=None, help="default: every n with runs in the schedule's seed folder")
     parser.add_argument("--root", default="results/mnist_paper")
     args = parser.parse_args(argv)
-    root = Path(args.root)
+    root, seeds = Path(args.root), FOLDERS[args.schedule][1]
     if args.degrees is None:
-        degrees = sorted({int(p.name[1:].split("_seed")[0]) for p in (root / "seeds").glob("n*_seed*")})
+        degrees = sorted({int(p.name[1:].split("_seed")[0]) for p in (root / seeds).glob("n*_seed*")})
     else:
         degrees = [int(d) for d in args.degrees.split(",")]
-    table = [spread(degree, root) for degree in degrees]
+    table = [spread(degree, root, args.schedule) for degree in degrees]
     for row in table:
         print({k: row[k] for k in ("degree", "seeds", "final_test_errors", "mean", "sample_sd")})
-    save_json(root / "seeds" / "summary.json", {"schedule": "compressed", "spread": table})
+    save_json(root / seeds / "summary.json", {"schedule": args.schedule, "spread": table})
 
 
 if __name__ == "__main__":

@@ -135,6 +135,17 @@ def test_seed_spread_reads_final_epochs_and_refuses_mixed_settings(tmp_path):
     )
     with pytest.raises(SystemExit, match="differ in more than the seed"):
         spread.main(["--root", str(tmp_path)])
+    # the paper's schedule: its seed 0 in gpu/, the others in paper_seeds/, a summary of their own
+    _fake_run(tmp_path / "gpu" / "mnist_n3.json", seed=0, final_error=0.0164, epochs=3000)
+    _fake_run(tmp_path / "paper_seeds" / "n3_seed1" / "mnist_n3.json", seed=1, final_error=0.0150, epochs=3000)
+    spread.main(["--root", str(tmp_path), "--schedule", "paper"])
+    summary = json.loads((tmp_path / "paper_seeds" / "summary.json").read_text())
+    (row,) = summary["spread"]
+    assert summary["schedule"] == "paper" and row["seeds"] == [0, 1]
+    assert row["final_test_errors"] == [0.0164, 0.0150] and row["mean"] == pytest.approx(0.0157)
+    _fake_run(tmp_path / "paper_seeds" / "n3_seed2" / "mnist_n3.json", seed=2, final_error=0.0150, epochs=400)
+    with pytest.raises(SystemExit, match="differ in more than the seed"):
+        spread.main(["--root", str(tmp_path), "--schedule", "paper"])
 
 
 def _load(script: str):
@@ -166,6 +177,8 @@ def test_targets_are_read_from_the_runs_and_met_only_by_a_declared_run(tmp_path)
         {"degree": 3, "final_test_errors": [0.0161, 0.014], "mean": 0.01505, "first_epoch_at_or_below_2pct": [2]}
     )
     _write(tmp_path / "seeds" / "summary.json", {"spread": spread})
+    paper_spread = [{"degree": 3, "final_test_errors": [0.0140, 0.0150], "mean": 0.0145}]
+    _write(tmp_path / "paper_seeds" / "summary.json", {"spread": paper_spread})
     _write(tmp_path / "bench.json", {"jamem": {"n=3": {"epoch_over_matmul_floor": 1.5}}})
     slot = {
         "device": "GPU",
@@ -178,6 +191,8 @@ def test_targets_are_read_from_the_runs_and_met_only_by_a_declared_run(tmp_path)
     n2, n3 = table["final-epoch test error at n = 2 <= 1.51%"], table["final-epoch test error at n = 3 <= 1.44%"]
     assert n2["met"] is False and n2["met_by_seed_mean"] is False and n2["seed_errors"] == [0.015, 0.016]
     assert n3["met"] is True and n3["values"] == {"compressed_seed0": 0.0161, "paper_schedule": 0.0140}
+    assert n3["paper_schedule_seed_errors"] == [0.0140, 0.0150] and n3["paper_schedule_met_by_seed_mean"] is False
+    assert "paper_schedule_seed_mean" not in n2  # no paper-schedule seeds for n = 2
     assert table["final-epoch test error at n = 30 <= 1.80%"]["values"] == {"compressed_seed0": 0.02}
     assert table["final-epoch test error at n = 30 <= 1.80%"]["met"] is False
     order = table["n = 3 first reaches 2% test error in fewer epochs than n = 2"]
