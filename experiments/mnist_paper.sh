@@ -45,32 +45,28 @@ validate_length() {
 }
 
 validate_n30() {
-    # NAME OPTION...: the compressed n = 30 run on the validation split with OPTION..., into validation/n30_NAME
-    $py experiments/mnist_dam.py --degrees 30 --schedule compressed --validation --no-progress "${@:2}" \
-        --out "$root/validation/n30_$1"
+    # SCHEDULE NAME OPTION...: the n = 30 run under SCHEDULE on the validation split with OPTION...,
+    # into validation/NAME
+    $py experiments/mnist_dam.py --degrees 30 --schedule "$1" --validation --no-progress "${@:3}" \
+        --out "$root/validation/$2"
 }
 
 validate_temperature() {
-    validate_n30 "T$1" --temperature-initial "$1" --temperature-final "$1"
+    validate_n30 compressed "n30_T$1" --temperature-initial "$1" --temperature-final "$1"
 }
 
 validate_paper_temperature() {
-    $py experiments/mnist_dam.py --degrees 30 --schedule paper --validation --eval-every 5 --no-progress \
-        --temperature-initial "$1" --temperature-final "$1" --out "$root/validation/paper_n30_T$1"
+    validate_n30 paper "paper_n30_T$1" --eval-every 5 --temperature-initial "$1" --temperature-final "$1"
 }
 
 validate_momentum() {
-    validate_n30 "p${1//./}" --momentum "$1"
+    validate_n30 compressed "n30_p${1//./}" --momentum "$1"
 }
 
 seed_run() {
-    $py experiments/mnist_dam.py --degrees "$n" --schedule compressed --no-progress --seed "$1" \
-        --out "$root/seeds/n${n}_seed$1"
-}
-
-paper_seed_run() {
-    $py experiments/mnist_dam.py --degrees "$n" --schedule paper --no-progress --seed "$1" \
-        --out "$root/paper_seeds/n${n}_seed$1"
+    # the n = $n run under $schedule with seed S, into $seeds/n<n>_seed<S> (set by `seeds`, `paper-seeds`)
+    $py experiments/mnist_dam.py --degrees "$n" --schedule "$schedule" --no-progress --seed "$1" \
+        --out "$root/$seeds/n${n}_seed$1"
 }
 
 case "${1:-}" in
@@ -155,23 +151,18 @@ final)
     $py experiments/mnist_dam.py --degrees 3,2,20,30,8 --schedule compressed --no-progress \
         ${2:+--learning-rate $2} --out "$root/compressed"
     ;;
-seeds)
-    # the same compressed run as `final` with other seeds (the preset's seed is 0), one core each
+seeds | paper-seeds)
+    # seeds: the same compressed run as `final` with other seeds (the preset's seed is 0), one core each.
+    # paper-seeds (2026-12-06, fourteenth session): the paper's schedule ran once per degree, seed 0, on a
+    # GPU (gpu/); n = 3's 3000 epochs take about 80 minutes on a quiet, fast 2-core CPU, so other seeds run here.
+    # (mnist_seeds.py refuses runs that differ in more than the seed)
+    schedule=compressed seeds=seeds
+    [ "$1" = paper-seeds ] && schedule=paper seeds=paper_seeds
     n=${2:?degree}
     shift 2
-    # (the compressed preset, as `final` runs it; mnist_seeds.py refuses runs that differ)
     side_by_side seed_run "$@"
-    $py experiments/mnist_seeds.py
+    $py experiments/mnist_seeds.py --schedule "$schedule"
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the issue's targets, met or not
-    ;;
-paper-seeds)
-    # (2026-12-06, fourteenth session) the paper's schedule ran once per degree, seed 0, on a GPU (gpu/);
-    # n = 3's 3000 epochs take about 2 hours on a quiet 2-core CPU, so other seeds can run here too
-    n=${2:?degree}
-    shift 2
-    side_by_side paper_seed_run "$@"
-    $py experiments/mnist_seeds.py --schedule paper
-    $py experiments/mnist_targets.py
     ;;
 *)
     echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-momentum [P ...] | validate-length [E ...] | validate-paper-temperature [T ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...] | paper-seeds N S [S ...]" >&2
