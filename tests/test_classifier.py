@@ -37,6 +37,15 @@ def test_n30_full_size_is_finite_in_float32():
     assert bool(jnp.all(jnp.isfinite(grads.memories)))
 
 
+def test_a_key_gives_the_same_float32_memories_with_x64():
+    # experiments/mnist_precision.py starts its float64 run from these memories, cast
+    plain = DenseAMClassifier(num_memories=20, num_visible=30, num_classes=4, key=jax.random.key(3))
+    with jax.enable_x64(True):
+        wide = DenseAMClassifier(num_memories=20, num_visible=30, num_classes=4, key=jax.random.key(3))
+    assert wide.memories.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(wide.memories), np.asarray(plain.memories))
+
+
 def test_duality_gap_shrinks_as_eps_goes_to_zero():
     model = DenseAMClassifier(
         num_memories=40, num_visible=20, num_classes=5, degree=3, init_mean=0.0, key=jax.random.key(2)

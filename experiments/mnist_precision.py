@@ -1,0 +1,180 @@
+"""Does float32 change the training path of arXiv:1606.01164? One MNIST run in float32 and in float64.
+
+    python experiments/mnist_precision.py                  # n = 30, compressed preset, 50k/10k split, 200 epochs
+    python experiments/mnist_precision.py --degree 3 --epochs 100
+    python experiments/mnist_precision.py --quick          # the test suite: K = 50, 2 epochs on 2000 images
+
+The update of App. A moves every memory a full step eps along its velocity divided by the velocity's
+largest entry, however small the gradient. The authors' code runs it in float64; jamem trains in
+float32. With the loss (c - t)^(2m) at m = 30, the factor (c - t)^59 of the gradient underflows
+float32 once |c - t| < 0.23 (float64: 0.0006), and (xi . U / T)^(n - 1) does at small overlaps, so
+a memory whose every contribution underflows gets an exactly zero gradient in float32 where float64
+still moves it a full step. A probe of the final models found no such memory (the ones with zero
+gradient were silent in float64 too), but that cannot see the path: a memory frozen on the way could
+have coasted into silence. So the run itself is repeated in float64.
+
+Both dtypes start from the same memories and see the same minibatches (the seed of `jamem.train.fit`);
+each runs `jamem.train.train_epoch` in its own process (float64 needs `jax_enable_x64` for the whole
+process), side by side. Every `--every` epochs each records its validation error, its memories
+silent on all training images, the memories whose gradient on a probe minibatch (the first 1000
+training images) is exactly zero although they are not silent on it (an underflow, not silence),
+and the share of memories voting for one class. Writes `<out>/n<degree>.json` and `.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DTYPES = ("float32", "float64")
+PROBE_IMAGES = 1000
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--degree", type=int, default=30)
+    parser.add_argument("--schedule", choices=["paper", "compressed"], default="compressed")
+    parser.add_argument("--epochs", type=int, default=200, help="epochs run (the schedule's decay is kept)")
+    parser.add_argument("--every", type=int, default=10, help="record every this many epochs (and the first)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results/mnist_paper/precision")
+    parser.add_argument("--quick", action="store_true", help="K = 50, 2 epochs on 2000 images (the test suite)")
+    parser.add_argument("--worker", choices=DTYPES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("degree", "epochs", "every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.quick:
+        args.epochs, args.every = 2, 1
+    return args
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One dtype's run; writes its records to --worker-out as JSON."""
+    import jax
+
+    if args.worker == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jamem import prototypes, train
+    from jamem.tooling import data
+
+    dtype = np.dtype(args.worker)
+    images, labels = data.load("mnist", split="train", validation_size=10000, data_dir=args.data_dir)
+    held_images, held_labels = data.load("mnist", split="validation", validation_size=10000, data_dir=args.data_dir)
+    overrides = dict(num_memories=50) if args.quick else {}
+    if args.quick:
+        images, labels, held_images, held_labels = images[:2000], labels[:2000], held_images[:1000], held_labels[:1000]
+    config = train.preset(args.degree, schedule=args.schedule, **overrides)
+    images, held_images = jnp.asarray(images, dtype), jnp.asarray(held_images, dtype)
+    labels, held_labels = jnp.asarray(labels), jnp.asarray(held_labels)
+    steps = images.shape[0] // config.batch_size
+    model, optimizer, _ = train.initial_state(config, steps_per_epoch=steps)
+    model = jax.tree.map(lambda leaf: leaf.astype(dtype) if eqx.is_array(leaf) else leaf, model)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    shuffle_key = jax.random.split(jax.random.key(config.seed))[1]  # as `train.fit` draws its minibatches
+    probe = slice(0, PROBE_IMAGES)
+
+    @eqx.filter_jit
+    @eqx.filter_grad
+    def gradient(model, images, labels, temperature):
+        return train.batch_loss(
+            model, images, labels, temperature=temperature, loss=config.loss, loss_power=config.loss_power
+        )[0]
+
+    rows = []
+    for epoch in range(args.epochs):
+        tic = time.perf_counter()
+        temperature = jnp.asarray(config.temperature()(epoch), dtype)
+        model, opt_state, _, train_error = train.train_epoch(
+            model, opt_state, images, labels, key=jax.random.fold_in(shuffle_key, epoch), temperature=temperature,
+            optimizer=optimizer, batch_size=config.batch_size, loss=config.loss, loss_power=config.loss_power,
+        )  # fmt: skip
+        seconds = time.perf_counter() - tic
+        if epoch > 0 and (epoch + 1) % args.every and epoch + 1 != args.epochs:
+            continue
+        silent = np.asarray(prototypes.silent_memories(model, images))
+        silent_on_probe = np.asarray(prototypes.silent_memories(model, images[probe]))
+        grads = gradient(model, images[probe], labels[probe], temperature)
+        zero = np.asarray(jnp.all(grads.memories == 0, axis=1))
+        row = {
+            "epoch": epoch + 1,
+            "validation_error": train.error_rate(model, held_images, held_labels, temperature=temperature),
+            "train_error": float(train_error),
+            "silent_on_train_images": int(silent.sum()),
+            "zero_gradient_not_silent": int((zero & ~silent_on_probe).sum()),
+            "one_class_share": prototypes.one_class_share(model),
+            "seconds_per_epoch": seconds,
+        }
+        rows.append(row)
+        print(f"{args.worker} " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)
+    record = {"dtype": args.worker, "memories_dtype": str(model.memories.dtype), "config": dataclasses.asdict(config)}
+    Path(args.worker_out).write_text(json.dumps({**record, "rows": rows}))
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.worker:
+        return worker(args)
+    from jamem import train
+    from jamem.tooling.provenance import save_json
+
+    config = train.preset(args.degree, schedule=args.schedule)  # an unknown degree is refused here, before any work
+    if args.epochs > config.epochs:
+        raise SystemExit(f"--epochs {args.epochs} is longer than the {args.schedule} schedule's {config.epochs}.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / (f"n{args.degree}_quick" if args.quick else f"n{args.degree}")
+    base = [sys.executable, str(Path(__file__).resolve()), "--degree", str(args.degree), "--schedule", args.schedule,
+            "--epochs", str(args.epochs), "--every", str(args.every)]  # fmt: skip
+    base += ["--data-dir", args.data_dir] * (args.data_dir is not None) + ["--quick"] * args.quick
+    parts = {dtype: stem.with_name(f"{stem.name}_{dtype}.part.json") for dtype in DTYPES}
+    workers = [subprocess.Popen([*base, "--worker", d, "--worker-out", str(parts[d])]) for d in DTYPES]
+    if any(w.wait() for w in workers):
+        raise SystemExit("a worker failed (its error is above)")
+    runs = {dtype: json.loads(parts[dtype].read_text()) for dtype in DTYPES}
+    for part in parts.values():
+        part.unlink()
+    if runs["float64"]["memories_dtype"] != "float64":
+        raise SystemExit(f"the float64 run trained in {runs['float64']['memories_dtype']}")
+    save_json(stem.with_suffix(".json"), {"degree": args.degree, "schedule": args.schedule, "runs": runs})
+    plot(runs, stem.with_suffix(".png"), degree=args.degree)
+    for dtype, run in runs.items():
+        last = run["rows"][-1]
+        error, share = 100 * last["validation_error"], 100 * last["one_class_share"]
+        silent = last["silent_on_train_images"]
+        print(f"{dtype}: epoch {last['epoch']}: {error:.2f}% validation error, {silent} silent, {share:.1f}% one-class")
+
+
+def plot(runs: dict, path: Path, *, degree: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from jamem import plots
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    columns = (("validation_error", "validation error (%)", 100), ("silent_on_train_images", "silent memories", 1),
+               ("one_class_share", "memories voting for one class (%)", 100))  # fmt: skip
+    for ax, (column, label, scale) in zip(axes, columns):
+        for dtype, run in runs.items():
+            ax.plot([r["epoch"] for r in run["rows"]], [scale * r[column] for r in run["rows"]], label=dtype)
+        ax.set(xlabel="epoch", ylabel=label)
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    fig.suptitle(f"n = {degree}: the same run in float32 and float64 (arXiv:1606.01164, App. A)")
+    plots.save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()
