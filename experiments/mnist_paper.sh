@@ -8,7 +8,7 @@
 #   bash experiments/mnist_paper.sh validate-momentum [P ...]  # n = 30, momentum 0.6 (or P) on the validation split
 #   bash experiments/mnist_paper.sh validate-length [E ...]  # n = 3, compressed runs of 150, 200 (or E) epochs on the validation split
 #   bash experiments/mnist_paper.sh validate-paper-temperature [T ...]  # n = 30, the paper's 3000 epochs at T = 650, 700 (or T) on the validation split
-#   bash experiments/mnist_paper.sh validate-paper-optimizer  # n = 30, the paper's 3000 epochs with eps0 0.04, p 0.9 and 0.6 on the validation split
+#   bash experiments/mnist_paper.sh validate-paper-optimizer [P ...]  # n = 30, the paper's 3000 epochs with eps0 0.04, p 0.9 and 0.6 (or P) on the validation split
 #   bash experiments/mnist_paper.sh final [LR]   # retrain n = 2, 3, 20, 30 (and 8) on 60k with the preset
 #   bash experiments/mnist_paper.sh seeds N S [S ...]  # the final n = N run again with other seeds, then the spread
 #   bash experiments/mnist_paper.sh paper-seeds N S [S ...]  # the paper's own 3000-epoch schedule for n = N with other seeds
@@ -137,7 +137,10 @@ validate-paper-optimizer)
     # neither setting was ever run under the paper's 3000 epochs (on the compressed schedule p = 0.6
     # underfit). eps0 0.04 with p = 0.9 and with the notebook's 0.6, side by side, 50k/10k, against
     # validation/paper_n30_T650 (resumable; about 2.3 hours side by side on a fast 2-core CPU)
-    side_by_side validate_paper_optimizer 0.9 0.6
+    shift
+    momenta=("$@")
+    [ $# -gt 0 ] || momenta=(0.9 0.6)
+    side_by_side validate_paper_optimizer "${momenta[@]}"
     ;;
 validate-momentum)
     # n = 30 (2026-11-29, thirteenth session): the bottom of the paper's momentum window, p = 0.6, as
@@ -179,7 +182,7 @@ seeds | paper-seeds)
     $py experiments/mnist_targets.py  # results/mnist_paper/summary.json: the targets, met or not
     ;;
 *)
-    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-momentum [P ...] | validate-length [E ...] | validate-paper-temperature [T ...] | validate-paper-optimizer | validate-others RAMP [LR] | final [LR] | seeds N S [S ...] | paper-seeds N S [S ...]" >&2
+    echo "usage: $0 validate | validate-high [N ...] | validate-ramp [--degree N] [R ...] | validate-temperature [T ...] | validate-momentum [P ...] | validate-length [E ...] | validate-paper-temperature [T ...] | validate-paper-optimizer [P ...] | validate-others RAMP [LR] | final [LR] | seeds N S [S ...] | paper-seeds N S [S ...]" >&2
     exit 2
     ;;
 esac

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,11 +48,21 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--worker", choices=DTYPES, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("degree", "epochs", "every"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if args.quick:
         args.epochs, args.every = 2, 1
+    if args.worker:  # checked by the parent; jamem is imported only once the worker has set its dtype
+        return args
+    from jamem import train
+
+    if args.degree not in train.PRESETS:
+        parser.error(f"--degree must be one of {sorted(train.PRESETS)} (the presets), got {args.degree}")
+    longest = train.preset(args.degree, schedule=args.schedule).epochs
+    if not 1 <= args.epochs <= longest:
+        parser.error(f"--epochs must lie in [1, {longest}] (the {args.schedule} schedule), got {args.epochs}")
+    if args.every < 1:
+        parser.error(f"--every must be a positive integer, got {args.every}")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        parser.error(f"--data-dir {args.data_dir} is not a folder")
     return args
 
 
@@ -80,8 +91,10 @@ def worker(args: argparse.Namespace) -> None:
     steps = images.shape[0] // config.batch_size
     model, optimizer, _ = train.initial_state(config, steps_per_epoch=steps)
     model = jax.tree.map(lambda leaf: leaf.astype(dtype) if eqx.is_array(leaf) else leaf, model)
+    if model.memories.dtype != dtype:
+        raise SystemExit(f"--worker {args.worker}: the memories are {model.memories.dtype} (x64 not in effect)")
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
-    shuffle_key = jax.random.split(jax.random.key(config.seed))[1]  # as `train.fit` draws its minibatches
+    shuffle_key = train.run_keys(config)[1]  # the minibatches `train.fit` draws
     probe = slice(0, PROBE_IMAGES)
 
     @eqx.filter_jit
@@ -98,8 +111,12 @@ def worker(args: argparse.Namespace) -> None:
         model, opt_state, _, train_error = train.train_epoch(
             model, opt_state, images, labels, key=jax.random.fold_in(shuffle_key, epoch), temperature=temperature,
             optimizer=optimizer, batch_size=config.batch_size, loss=config.loss, loss_power=config.loss_power,
+            batch_sampling=config.batch_sampling,
         )  # fmt: skip
-        seconds = time.perf_counter() - tic
+        train_error, finite = jax.device_get((train_error, jnp.all(jnp.isfinite(model.memories))))
+        seconds = time.perf_counter() - tic  # after the host read: the epoch has run, not only been dispatched
+        if not finite:
+            raise FloatingPointError(f"the {args.worker} run diverged at epoch {epoch + 1}: memories not finite")
         if epoch > 0 and (epoch + 1) % args.every and epoch + 1 != args.epochs:
             continue
         silent = np.asarray(prototypes.silent_memories(model, images))
@@ -125,27 +142,28 @@ def main(argv=None) -> None:
     args = parse(argv)
     if args.worker:
         return worker(args)
-    from jamem import train
     from jamem.tooling.provenance import save_json
 
-    config = train.preset(args.degree, schedule=args.schedule)  # an unknown degree is refused here, before any work
-    if args.epochs > config.epochs:
-        raise SystemExit(f"--epochs {args.epochs} is longer than the {args.schedule} schedule's {config.epochs}.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / (f"n{args.degree}_quick" if args.quick else f"n{args.degree}")
     base = [sys.executable, str(Path(__file__).resolve()), "--degree", str(args.degree), "--schedule", args.schedule,
             "--epochs", str(args.epochs), "--every", str(args.every)]  # fmt: skip
     base += ["--data-dir", args.data_dir] * (args.data_dir is not None) + ["--quick"] * args.quick
-    parts = {dtype: stem.with_name(f"{stem.name}_{dtype}.part.json") for dtype in DTYPES}
-    workers = [subprocess.Popen([*base, "--worker", d, "--worker-out", str(parts[d])]) for d in DTYPES]
-    if any(w.wait() for w in workers):
-        raise SystemExit("a worker failed (its error is above)")
-    runs = {dtype: json.loads(parts[dtype].read_text()) for dtype in DTYPES}
-    for part in parts.values():
-        part.unlink()
-    if runs["float64"]["memories_dtype"] != "float64":
-        raise SystemExit(f"the float64 run trained in {runs['float64']['memories_dtype']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = {dtype: Path(tmp) / f"{dtype}.json" for dtype in DTYPES}
+        procs = {d: subprocess.Popen([*base, "--worker", d, "--worker-out", str(parts[d])]) for d in DTYPES}
+        try:
+            codes = {dtype: proc.wait() for dtype, proc in procs.items()}
+        finally:  # an interrupted parent takes its workers with it
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait()
+        failed = [f"{dtype} (exit code {code})" for dtype, code in codes.items() if code]
+        if failed:
+            raise SystemExit(f"the {' and '.join(failed)} run failed: its error is above")
+        runs = {dtype: json.loads(parts[dtype].read_text()) for dtype in DTYPES}
     save_json(stem.with_suffix(".json"), {"degree": args.degree, "schedule": args.schedule, "runs": runs})
     plot(runs, stem.with_suffix(".png"), degree=args.degree)
     for dtype, run in runs.items():

@@ -71,7 +71,18 @@ def test_precision_runs_start_alike_and_train_in_their_dtypes(tmp_path, cache, m
     # the same memories and minibatches: after one epoch the two differ by rounding only (from two
     # different starts they differed by 57 of the 1000 held-out images)
     assert abs(first["float32"]["validation_error"] - first["float64"]["validation_error"]) <= 0.005
-    assert not list((tmp_path / "out").glob("*.part.json"))
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["n30_quick.json", "n30_quick.png"]
+    # its float32 run is `train.fit`'s: the same start, minibatches and steps
+    from jamem import data, train
+
+    (images, labels), (held, held_labels) = (
+        data.load("mnist", split=s, validation_size=10000, data_dir=SHARED_DATA, cache_dir=cache)
+        for s in ("train", "validation")
+    )
+    config = train.preset(30, schedule="compressed", num_memories=50)
+    _, history = train.fit(config, (images[:2000], labels[:2000]), (held[:1000], held_labels[:1000]), progress=False)
+    for row, want in zip(runs["float32"]["rows"], history.rows[:2]):
+        assert (row["train_error"], row["validation_error"]) == pytest.approx((want["train_error"], want["test_error"]))
 
 
 @pytest.mark.slow

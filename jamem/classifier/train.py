@@ -391,6 +391,13 @@ def load_checkpoint(path: str | os.PathLike, like):
     return header, state
 
 
+def run_keys(config: TrainConfig) -> tuple[PRNGKeyArray, PRNGKeyArray]:
+    """(memories key, minibatch key) of a run from `config.seed`: `initial_state` draws the memories
+    from the first, `fit` the minibatches of epoch e from fold_in(second, e)."""
+    memories, minibatches = jax.random.split(jax.random.key(config.seed))
+    return memories, minibatches
+
+
 def initial_state(
     config: TrainConfig,
     *,
@@ -413,7 +420,7 @@ def initial_state(
         degree=config.degree,
         init_mean=config.init_mean,
         init_std=config.init_std,
-        key=jax.random.split(jax.random.key(config.seed))[0],
+        key=run_keys(config)[0],
     )
     return model, optimizer, optimizer.init(eqx.filter(model, eqx.is_array))
 
@@ -545,7 +552,7 @@ def fit(
         steps_per_epoch=steps_per_epoch,
         optimizer=optimizer,
     )
-    shuffle_key = jax.random.split(jax.random.key(config.seed))[1]
+    shuffle_key = run_keys(config)[1]
     history, start = History(), 0
     config_dict = dataclasses.asdict(config)
     data = data_fingerprint(images, labels)
