@@ -82,10 +82,10 @@ def worker(args: argparse.Namespace) -> None:
     dtype = np.dtype(args.worker)
     images, labels = data.load("mnist", split="train", validation_size=10000, data_dir=args.data_dir)
     held_images, held_labels = data.load("mnist", split="validation", validation_size=10000, data_dir=args.data_dir)
-    overrides = dict(num_memories=50) if args.quick else {}
+    config = train.preset(args.degree, schedule=args.schedule)
     if args.quick:
         images, labels, held_images, held_labels = images[:2000], labels[:2000], held_images[:1000], held_labels[:1000]
-    config = train.preset(args.degree, schedule=args.schedule, **overrides)
+        config = dataclasses.replace(config, num_memories=50)
     images, held_images = jnp.asarray(images, dtype), jnp.asarray(held_images, dtype)
     labels, held_labels = jnp.asarray(labels), jnp.asarray(held_labels)
     steps = images.shape[0] // config.batch_size
