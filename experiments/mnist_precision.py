@@ -13,9 +13,9 @@ still moves it a full step. A probe of the final models found no such memory (th
 gradient were silent in float64 too), but that cannot see the path: a memory frozen on the way could
 have coasted into silence. So the run itself is repeated in float64.
 
-Both dtypes start from the same memories and see the same minibatches (the seed of `jamem.train.fit`);
-each runs `jamem.train.train_epoch` in its own process (float64 needs `jax_enable_x64` for the whole
-process), side by side. Every `--every` epochs each records its validation error, its memories
+Both dtypes start from the same memories and see the same minibatches: each is `jamem.train.fit` with
+the preset and `dtype` float32 or float64, in its own process (float64 needs `jax_enable_x64` for the
+whole process), side by side. Every `--every` epochs each records its validation error, its memories
 silent on all training images, the memories whose gradient on a probe minibatch (the first 1000
 training images) is exactly zero although they are not silent on it (an underflow, not silence),
 and the share of memories voting for one class. Writes `<out>/n<degree>.json` and `.png`.
@@ -29,7 +29,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 DTYPES = ("float32", "float64")
@@ -67,10 +66,11 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One dtype's run; writes its records to --worker-out as JSON."""
+    """One dtype's run: `train.fit` with `dtype`, paused every --every epochs (its checkpoint, resumed
+    bit for bit) to look at the memories; writes its records to --worker-out as JSON."""
     import jax
 
-    if args.worker == "float64":
+    if args.worker == "float64":  # before any array is made
         jax.config.update("jax_enable_x64", True)
     import equinox as eqx
     import jax.numpy as jnp
@@ -79,23 +79,15 @@ def worker(args: argparse.Namespace) -> None:
     from jamem import prototypes, train
     from jamem.tooling import data
 
-    dtype = np.dtype(args.worker)
     images, labels = data.load("mnist", split="train", validation_size=10000, data_dir=args.data_dir)
-    held_images, held_labels = data.load("mnist", split="validation", validation_size=10000, data_dir=args.data_dir)
-    config = train.preset(args.degree, schedule=args.schedule)
+    held = data.load("mnist", split="validation", validation_size=10000, data_dir=args.data_dir)
+    config = dataclasses.replace(train.preset(args.degree, schedule=args.schedule), dtype=args.worker)
     if args.quick:
-        images, labels, held_images, held_labels = images[:2000], labels[:2000], held_images[:1000], held_labels[:1000]
+        images, labels, held = images[:2000], labels[:2000], (held[0][:1000], held[1][:1000])
         config = dataclasses.replace(config, num_memories=50)
-    images, held_images = jnp.asarray(images, dtype), jnp.asarray(held_images, dtype)
-    labels, held_labels = jnp.asarray(labels), jnp.asarray(held_labels)
-    steps = images.shape[0] // config.batch_size
-    model, optimizer, _ = train.initial_state(config, steps_per_epoch=steps)
-    model = jax.tree.map(lambda leaf: leaf.astype(dtype) if eqx.is_array(leaf) else leaf, model)
-    if model.memories.dtype != dtype:
-        raise SystemExit(f"--worker {args.worker}: the memories are {model.memories.dtype} (x64 not in effect)")
-    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
-    shuffle_key = train.run_keys(config)[1]  # the minibatches `train.fit` draws
-    probe = slice(0, PROBE_IMAGES)
+    probe_images = jnp.asarray(images[:PROBE_IMAGES], args.worker)
+    probe_labels = jnp.asarray(labels[:PROBE_IMAGES])
+    all_images = jnp.asarray(images, args.worker)
 
     @eqx.filter_jit
     @eqx.filter_grad
@@ -104,33 +96,30 @@ def worker(args: argparse.Namespace) -> None:
             model, images, labels, temperature=temperature, loss=config.loss, loss_power=config.loss_power
         )[0]
 
-    rows = []
-    for epoch in range(args.epochs):
-        tic = time.perf_counter()
-        temperature = jnp.asarray(config.temperature()(epoch), dtype)
-        model, opt_state, _, train_error = train.train_epoch(
-            model, opt_state, images, labels, key=jax.random.fold_in(shuffle_key, epoch), temperature=temperature,
-            optimizer=optimizer, batch_size=config.batch_size, loss=config.loss, loss_power=config.loss_power,
-            batch_sampling=config.batch_sampling,
+    checkpoint = Path(args.worker_out).with_suffix(".ckpt")
+    rows, done = [], 0
+    for epoch in sorted({1, *range(args.every, args.epochs + 1, args.every), args.epochs}):
+        # evaluated and checkpointed only at its last epoch (`epoch`), the next call resumes there
+        model, history = train.fit(
+            dataclasses.replace(config, epochs=epoch), (images, labels), held, checkpoint_path=checkpoint,
+            checkpoint_every=args.epochs, eval_every=args.epochs, resume="auto", progress=False,
         )  # fmt: skip
-        train_error, finite = jax.device_get((train_error, jnp.all(jnp.isfinite(model.memories))))
-        seconds = time.perf_counter() - tic  # after the host read: the epoch has run, not only been dispatched
-        if not finite:
-            raise FloatingPointError(f"the {args.worker} run diverged at epoch {epoch + 1}: memories not finite")
-        if epoch > 0 and (epoch + 1) % args.every and epoch + 1 != args.epochs:
-            continue
-        silent = np.asarray(prototypes.silent_memories(model, images))
-        silent_on_probe = np.asarray(prototypes.silent_memories(model, images[probe]))
-        grads = gradient(model, images[probe], labels[probe], temperature)
+        stretch, done = history.rows[done:], epoch
+        temperature = jnp.asarray(stretch[-1]["temperature"], args.worker)
+        silent = np.asarray(prototypes.silent_memories(model, all_images))
+        silent_on_probe = np.asarray(prototypes.silent_memories(model, probe_images))
+        grads = gradient(model, probe_images, probe_labels, temperature)
         zero = np.asarray(jnp.all(grads.memories == 0, axis=1))
         row = {
-            "epoch": epoch + 1,
-            "validation_error": train.error_rate(model, held_images, held_labels, temperature=temperature),
-            "train_error": float(train_error),
+            "epoch": epoch,
+            "validation_error": stretch[-1]["test_error"],
+            "train_error": stretch[-1]["train_error"],
             "silent_on_train_images": int(silent.sum()),
             "zero_gradient_not_silent": int((zero & ~silent_on_probe).sum()),
             "one_class_share": prototypes.one_class_share(model),
-            "seconds_per_epoch": seconds,
+            # the median of fit's epoch times since the last record: one epoch's training, its last one
+            # also evaluates (the first also compiles)
+            "seconds_per_epoch": float(np.median([r["seconds"] for r in stretch])),
         }
         rows.append(row)
         print(f"{args.worker} " + " ".join(f"{k}={v:.4g}" for k, v in row.items()), flush=True)

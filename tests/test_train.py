@@ -488,10 +488,11 @@ def test_checkpoint_written_before_a_setting_existed_resumes_with_the_value_it_u
     train.fit(train.TrainConfig(epochs=2, **TOY), (images, labels), checkpoint_path=ckpt, progress=False)
     header_line, payload = ckpt.read_bytes().split(b"\n", 1)
     header = json.loads(header_line)
-    del header["config"]["batch_sampling"]  # as jamem wrote it before the setting was added
+    for setting in ("batch_sampling", "dtype"):  # as jamem wrote it before the setting was added
+        del header["config"][setting]
     ckpt.write_bytes(json.dumps(header).encode() + b"\n" + payload)
     _, config, _ = train.load_trained(ckpt, num_visible=16, num_classes=3)
-    assert config.batch_sampling == "shuffled"
+    assert (config.batch_sampling, config.dtype) == ("shuffled", "float32")
     resumed, history = train.fit(
         train.TrainConfig(epochs=3, **TOY), (images, labels), checkpoint_path=ckpt, resume=True, progress=False
     )
@@ -521,3 +522,31 @@ def test_the_ramp_length_of_a_constant_temperature_does_not_block_resuming(tmp_p
             resume=True,
             progress=False,
         )
+
+
+def test_float64_training_starts_alike_stays_float64_and_is_refused_without_x64(tmp_path):
+    images, labels = _toy_data()
+    with pytest.raises(ValueError, match="`dtype` must be one of"):
+        train.TrainConfig(dtype="float16")
+    wide = train.TrainConfig(epochs=2, dtype="float64", **TOY)
+    with pytest.raises(ValueError, match="`dtype` 'float64' needs 64-bit JAX"):
+        train.fit(wide, (images, labels), checkpoint_path=tmp_path / "x.ckpt", progress=False)
+    assert not (tmp_path / "x.ckpt").exists()
+    narrow, narrow_history = train.fit(train.TrainConfig(epochs=2, **TOY), (images, labels), progress=False)
+    with jax.enable_x64(True):
+        start, _, _ = train.initial_state(wide, num_visible=16, num_classes=3)
+        ckpt = tmp_path / "wide.ckpt"
+        model, history = train.fit(wide, (images, labels), (images, labels), checkpoint_path=ckpt, progress=False)
+        assert start.memories.dtype == model.memories.dtype == jnp.float64
+        loaded, config, _ = train.load_trained(ckpt, num_visible=16, num_classes=3)
+        assert config.dtype == "float64" and loaded.memories.dtype == jnp.float64
+        np.testing.assert_array_equal(loaded.memories, model.memories)
+        # a float32 run may not continue in float64, nor the other way
+        with pytest.raises(ValueError, match=r"other dtype\."):
+            train.fit(train.TrainConfig(epochs=3, **TOY), (images, labels), checkpoint_path=ckpt, resume=True)
+    # the same start (float32 draws, cast) and minibatches: the paths differ by rounding only
+    first = train.initial_state(train.TrainConfig(**TOY), num_visible=16, num_classes=3)[0]
+    np.testing.assert_array_equal(np.asarray(start.memories), np.asarray(first.memories, np.float64))
+    np.testing.assert_allclose(np.asarray(model.memories), np.asarray(narrow.memories), atol=1e-4)
+    assert not np.array_equal(np.asarray(model.memories, np.float32), np.asarray(narrow.memories))
+    assert history.rows[0]["train_error"] == pytest.approx(narrow_history.rows[0]["train_error"], abs=0.01)

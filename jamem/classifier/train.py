@@ -32,6 +32,7 @@ from .model import DenseAMClassifier, power_loss
 from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
 
 BATCH_SAMPLINGS = ("shuffled", "class_balanced")
+DTYPES = ("float32", "float64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,10 @@ class TrainConfig:
     init_mean: float = -0.3
     init_std: float = 0.3
     seed: int = 0
+    # the training arithmetic: "float32", or "float64" as the authors' code (needs jax_enable_x64 for
+    # the whole process); the initial memories are drawn in float32 either way, so a seed gives the
+    # same start in both
+    dtype: str = "float32"
 
     def __post_init__(self):
         for name in ("degree", "num_memories", "epochs", "batch_size", "loss_power"):
@@ -71,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"`loss` must be 'power' or 'cross_entropy', got {self.loss!r}.")
         if self.batch_sampling not in BATCH_SAMPLINGS:
             raise ValueError(f"`batch_sampling` must be one of {BATCH_SAMPLINGS}, got {self.batch_sampling!r}.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"`dtype` must be one of {DTYPES}, got {self.dtype!r}.")
 
     def temperature(self) -> TemperatureRamp:
         return TemperatureRamp(self.temperature_initial, self.temperature_final, self.temperature_ramp_epochs)
@@ -78,7 +85,7 @@ class TrainConfig:
 
 # Settings added after checkpoints were first written, with the value every earlier run used: a
 # checkpoint or run record without one of them was trained with this value.
-LEGACY_SETTINGS = {"batch_sampling": "shuffled"}
+LEGACY_SETTINGS = {"batch_sampling": "shuffled", "dtype": "float32"}
 
 
 def with_legacy_settings(config: dict) -> dict:
@@ -406,8 +413,13 @@ def initial_state(
     steps_per_epoch: int = 60,
     optimizer: optax.GradientTransformation | None = None,
 ):
-    """(model, optimizer, opt_state) at epoch 0: the model from `config.seed`, the optimiser of arXiv:1606.01164, App. A
-    with the per-epoch decay unless `optimizer` is given."""
+    """(model, optimizer, opt_state) at epoch 0: the model from `config.seed` in `config.dtype`, the optimiser of
+    arXiv:1606.01164, App. A with the per-epoch decay unless `optimizer` is given."""
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "`dtype` 'float64' needs 64-bit JAX for the whole process: jax.config.update('jax_enable_x64', True) "
+            "before any array is made (or JAX_ENABLE_X64=1)."
+        )
     if optimizer is None:
         schedule = epoch_decay(
             initial=config.learning_rate, decay=config.learning_rate_decay, steps_per_epoch=steps_per_epoch
@@ -422,6 +434,7 @@ def initial_state(
         init_std=config.init_std,
         key=run_keys(config)[0],
     )
+    model = jax.tree.map(lambda leaf: leaf.astype(config.dtype) if eqx.is_inexact_array(leaf) else leaf, model)
     return model, optimizer, optimizer.init(eqx.filter(model, eqx.is_array))
 
 
@@ -437,18 +450,30 @@ def load_trained(path: str | os.PathLike, *, num_visible: int = 784, num_classes
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at `path` {path}.")
-    with open(path, "rb") as f:
-        try:
-            header = json.loads(f.readline())
-            config = TrainConfig(**with_legacy_settings(header["config"]))
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"`path` {path} is not a jamem checkpoint (its header does not parse): {err}") from err
+    header = _checkpoint_header(path, name="path")
+    try:
+        config = TrainConfig(**with_legacy_settings(header["config"]))
+    except TypeError as err:  # an unknown or missing setting
+        raise ValueError(f"`path` {path} is not a jamem checkpoint (its config does not fit): {err}") from err
     model, _, opt_state = initial_state(config, num_visible=num_visible, num_classes=num_classes)
     if header.get("contents") == "model":
         header, model = load_checkpoint(path, model)
     else:
         header, (model, _) = load_checkpoint(path, (model, opt_state))
     return model, config, History(header["history"])
+
+
+def _checkpoint_header(path: Path, *, name: str) -> dict:
+    """A checkpoint's header line alone, with its config: read before its contents, so that a run
+    with other settings is named as such, not as contents that do not fit."""
+    with open(path, "rb") as f:
+        try:
+            header = json.loads(f.readline())
+            if not isinstance(header["config"], dict):
+                raise TypeError(f"its config is a {type(header['config']).__name__}")
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"`{name}` {path} is not a jamem checkpoint (its header does not parse): {err!r}") from err
+    return header
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -555,16 +580,20 @@ def fit(
     shuffle_key = run_keys(config)[1]
     history, start = History(), 0
     config_dict = dataclasses.asdict(config)
-    data = data_fingerprint(images, labels)
+    data = data_fingerprint(images, labels)  # of the images as given (float32), whatever the training dtype
+    images = images.astype(config.dtype)
+    if test is not None:
+        test_images = test_images.astype(config.dtype)
     if checkpoint_path is not None:
         remove_stale_temporaries(checkpoint_path)
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
-        header, (model, opt_state) = load_checkpoint(checkpoint_path, (model, opt_state))
         # a run may be extended (more epochs); anything else must match
-        written, wanted = settings_that_matter(header["config"]), settings_that_matter(config_dict)
+        written = settings_that_matter(_checkpoint_header(Path(checkpoint_path), name="checkpoint_path")["config"])
+        wanted = settings_that_matter(config_dict)
         differ = sorted(k for k in wanted.keys() | written.keys() if k != "epochs" and written.get(k) != wanted.get(k))
         if differ:
             raise ValueError(f"`resume`: the checkpoint {checkpoint_path} was written with other {', '.join(differ)}.")
+        header, (model, opt_state) = load_checkpoint(checkpoint_path, (model, opt_state))
         if "data" in header and header["data"] != data:  # checkpoints before jamem 0.1.1 have no record
             raise ValueError(
                 f"`resume`: the checkpoint {checkpoint_path} was trained on other data ({header['data']}) than "
@@ -599,7 +628,7 @@ def fit(
             images,
             labels,
             key=jax.random.fold_in(shuffle_key, epoch),
-            temperature=jnp.float32(temperature),
+            temperature=jnp.asarray(temperature, config.dtype),
             optimizer=optimizer,
             batch_size=config.batch_size,
             loss=config.loss,
@@ -652,7 +681,7 @@ def _check_gradient_moves(model, images, labels, config: TrainConfig) -> None:
     Two ways get there. Too cold: beta sum_mu [F(xi . V_alpha) - F(xi . U)] is hundreds for every
     class, tanh saturates and its derivative underflows to 0 in float32 (n = 3 started at T = 60
     instead of the paper's 300, arXiv:1606.01164, App. A). Too hot, or images outside [-1, 1]: every
-    rectified term (xi . U / T)^n underflows or is inactive, so every score is 0."""
+    rectified term (xi . U / T)^n underflows or is inactive, so every score is 0. Both in `config.dtype`."""
     temperature = config.temperature()(0)
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     (_, scores), grads = eqx.filter_value_and_grad(batch_loss, has_aux=True)(
@@ -665,17 +694,17 @@ def _check_gradient_moves(model, images, labels, config: TrainConfig) -> None:
     else:
         name = "`temperature_initial`" if config.temperature_ramp_epochs > 0 else "`temperature_final`"
     largest = float(jnp.max(jnp.abs(scores)))
-    if largest > 9.0:  # float32 tanh is +-1 from about 9 on
+    if largest > (9.0 if config.dtype == "float32" else 19.0):  # where tanh rounds to +-1
         raise ValueError(
             f"{name} {temperature:g} is too low for degree {config.degree}: on the first minibatch the class scores "
             f"beta sum F(.) reach {largest:.3g} in size (beta = 1 / T^n), tanh saturates and the loss gradient is "
-            f"exactly zero in float32, so training could not move. Start hotter (the paper ramps n = 2, 3 down "
+            f"exactly zero in {config.dtype}, so training could not move. Start hotter (the paper ramps n = 2, 3 down "
             f"from 300-350, arXiv:1606.01164, App. A)."
         )
     raise ValueError(
         f"{name} {temperature:g}: on the first minibatch every class score is {largest:.3g} and the loss gradient "
         f"is exactly zero, so training could not move: each rectified term (xi . U / T)^{config.degree} is inactive "
-        f"or underflows in float32. The temperature is too high for degree {config.degree}, or the images are "
+        f"or underflows in {config.dtype}. The temperature is too high for degree {config.degree}, or the images are "
         f"not in [-1, 1]."
     )
 
