@@ -96,13 +96,16 @@ def worker(args: argparse.Namespace) -> None:
             model, images, labels, temperature=temperature, loss=config.loss, loss_power=config.loss_power
         )[0]
 
+    # one optimiser for every call: a new one each time would not compare equal, and recompile the epoch
+    _, optimizer, _ = train.initial_state(config, steps_per_epoch=len(images) // config.batch_size)
     checkpoint = Path(args.worker_out).with_suffix(".ckpt")
     rows, done = [], 0
     for epoch in sorted({1, *range(args.every, args.epochs + 1, args.every), args.epochs}):
         # evaluated and checkpointed only at its last epoch (`epoch`), the next call resumes there
         model, history = train.fit(
-            dataclasses.replace(config, epochs=epoch), (images, labels), held, checkpoint_path=checkpoint,
-            checkpoint_every=args.epochs, eval_every=args.epochs, resume="auto", progress=False,
+            dataclasses.replace(config, epochs=epoch), (images, labels), held, optimizer=optimizer,
+            checkpoint_path=checkpoint, checkpoint_every=args.epochs, eval_every=args.epochs, resume="auto",
+            progress=False,
         )  # fmt: skip
         stretch, done = history.rows[done:], epoch
         temperature = jnp.asarray(stretch[-1]["temperature"], args.worker)
@@ -117,8 +120,8 @@ def worker(args: argparse.Namespace) -> None:
             "silent_on_train_images": int(silent.sum()),
             "zero_gradient_not_silent": int((zero & ~silent_on_probe).sum()),
             "one_class_share": prototypes.one_class_share(model),
-            # the median of fit's epoch times since the last record: one epoch's training, its last one
-            # also evaluates (the first also compiles)
+            # the median of fit's epoch times since the last record: one epoch's training (the last one
+            # also evaluates, the first of the run also compiles)
             "seconds_per_epoch": float(np.median([r["seconds"] for r in stretch])),
         }
         rows.append(row)

@@ -229,3 +229,9 @@ def test_cli_debug_shows_the_traceback():
     argv = [sys.executable, "-m", "jamem.tooling.cli", "--debug", "mnist", "--momentum", "1.5"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_mnist_run_refuses_float64_without_x64_before_reading_data(tmp_path):
+    with pytest.raises(ValueError, match="`dtype` 'float64' needs 64-bit JAX"):
+        jm.mnist.run(degree=3, dtype="float64", out_dir=tmp_path, data_dir=tmp_path / "no_such")
+    assert list(tmp_path.iterdir()) == []

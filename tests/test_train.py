@@ -526,12 +526,14 @@ def test_the_ramp_length_of_a_constant_temperature_does_not_block_resuming(tmp_p
 
 def test_float64_training_starts_alike_stays_float64_and_is_refused_without_x64(tmp_path):
     images, labels = _toy_data()
-    with pytest.raises(ValueError, match="`dtype` must be one of"):
+    with pytest.raises(ValueError, match="`dtype` must be one of the names"):
         train.TrainConfig(dtype="float16")
+    for bad in (np.dtype("float32"), jnp.float64):  # a name only: the config is recorded as JSON
+        with pytest.raises((ValueError, TypeError), match="dtype"):  # jaxtyping's check first in the tests
+            train.TrainConfig(dtype=bad)
     wide = train.TrainConfig(epochs=2, dtype="float64", **TOY)
     with pytest.raises(ValueError, match="`dtype` 'float64' needs 64-bit JAX"):
         train.fit(wide, (images, labels), checkpoint_path=tmp_path / "x.ckpt", progress=False)
-    assert not (tmp_path / "x.ckpt").exists()
     narrow, narrow_history = train.fit(train.TrainConfig(epochs=2, **TOY), (images, labels), progress=False)
     with jax.enable_x64(True):
         start, _, _ = train.initial_state(wide, num_visible=16, num_classes=3)
@@ -544,6 +546,22 @@ def test_float64_training_starts_alike_stays_float64_and_is_refused_without_x64(
         # a float32 run may not continue in float64, nor the other way
         with pytest.raises(ValueError, match=r"other dtype\."):
             train.fit(train.TrainConfig(epochs=3, **TOY), (images, labels), checkpoint_path=ckpt, resume=True)
+        narrow_ckpt = tmp_path / "narrow.ckpt"
+        train.fit(train.TrainConfig(epochs=1, **TOY), (images, labels), checkpoint_path=narrow_ckpt, progress=False)
+        with pytest.raises(ValueError, match=r"other dtype\."):
+            train.fit(wide, (images, labels), checkpoint_path=narrow_ckpt, resume=True)
+    # without 64-bit JAX a float64 checkpoint is refused, by name, not read as float32
+    with pytest.raises(ValueError, match=r"`path` .*wide.ckpt was trained in float64"):
+        train.load_trained(ckpt, num_visible=16, num_classes=3)
+    like = train.initial_state(train.TrainConfig(**TOY), num_visible=16, num_classes=3)[::2]
+    with pytest.raises(ValueError, match="is float64 on disk but float32 in `like`"):
+        train.load_checkpoint(ckpt, like)
+    header_line, payload = ckpt.read_bytes().split(b"\n", 1)
+    header = json.loads(header_line)
+    header["config"]["dtype"] = "float16"
+    (tmp_path / "odd.ckpt").write_bytes(json.dumps(header).encode() + b"\n" + payload)
+    with pytest.raises(ValueError, match=r"`path` .*odd.ckpt is not a jamem checkpoint .*`dtype` must be one of"):
+        train.load_trained(tmp_path / "odd.ckpt", num_visible=16, num_classes=3)
     # the same start (float32 draws, cast) and minibatches: the paths differ by rounding only
     first = train.initial_state(train.TrainConfig(**TOY), num_visible=16, num_classes=3)[0]
     np.testing.assert_array_equal(np.asarray(start.memories), np.asarray(first.memories, np.float64))

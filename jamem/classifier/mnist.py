@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -33,8 +34,8 @@ def run(
     degree: int = 3,
     dataset: str = "mnist",
     out_dir: str | Path = "results/mnist",
-    data_dir: str | None = None,
-    cache_dir: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
     train_size: int | None = None,
     validation: bool = False,
     resume: bool | str = False,
@@ -60,6 +61,7 @@ def run(
             summary's "complete" is then False and a later call with `resume=True` continues.
     """
     config = train.preset(degree, **overrides)  # validates every setting before the data is read
+    train.check_dtype_available(config)
     check_positive_int(checkpoint_every, name="checkpoint_every")
     check_positive_int(eval_every, name="eval_every")
     if train_size is not None:

@@ -76,8 +76,8 @@ class TrainConfig:
             raise ValueError(f"`loss` must be 'power' or 'cross_entropy', got {self.loss!r}.")
         if self.batch_sampling not in BATCH_SAMPLINGS:
             raise ValueError(f"`batch_sampling` must be one of {BATCH_SAMPLINGS}, got {self.batch_sampling!r}.")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"`dtype` must be one of {DTYPES}, got {self.dtype!r}.")
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:  # a name, as it is recorded in JSON
+            raise ValueError(f"`dtype` must be one of the names {DTYPES}, got {self.dtype!r}.")
 
     def temperature(self) -> TemperatureRamp:
         return TemperatureRamp(self.temperature_initial, self.temperature_final, self.temperature_ramp_epochs)
@@ -359,6 +359,18 @@ def save_checkpoint(path: str | os.PathLike, state, *, header: dict) -> Path:
     return path
 
 
+def _load_leaf_in_its_dtype(f, like):
+    # jnp.load would turn a float64 array into float32 without 64-bit JAX, and equinox compares the
+    # dtype only after that: the stored dtype is checked first
+    if isinstance(like, (jax.Array, np.ndarray)):
+        value = np.load(f)
+        if value.dtype != like.dtype:
+            hint = " (a float64 checkpoint needs 64-bit JAX: JAX_ENABLE_X64=1)" if value.dtype == np.float64 else ""
+            raise ValueError(f"a leaf of shape {value.shape} is {value.dtype} on disk but {like.dtype} in `like`{hint}")
+        return jnp.asarray(value) if isinstance(like, jax.Array) else value
+    return eqx.default_deserialise_filter_spec(f, like)
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files a killed `save_checkpoint` left beside `path`; returns them."""
     path = Path(path)
@@ -392,9 +404,13 @@ def load_checkpoint(path: str | os.PathLike, like):
             f"copy or a damaged disk?). Restore it, or delete it to start afresh."
         )
     try:
-        state = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+        state = eqx.tree_deserialise_leaves(io.BytesIO(payload), like, filter_spec=_load_leaf_in_its_dtype)
     except Exception as err:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"The checkpoint {path} is corrupt or from another configuration: {err}") from err
+        root = err
+        while root.__cause__ is not None:  # equinox's own error names the leaf only, its first cause why
+            root = root.__cause__
+        why = f"{err}" if root is err else f"{err}: {root}"
+        raise ValueError(f"The checkpoint {path} is corrupt or from another configuration: {why}") from err
     return header, state
 
 
@@ -403,6 +419,15 @@ def run_keys(config: TrainConfig) -> tuple[PRNGKeyArray, PRNGKeyArray]:
     from the first, `fit` the minibatches of epoch e from fold_in(second, e)."""
     memories, minibatches = jax.random.split(jax.random.key(config.seed))
     return memories, minibatches
+
+
+def check_dtype_available(config: TrainConfig) -> None:
+    """Refuse `config.dtype` float64 unless JAX is in 64-bit mode (else its arrays are made float32)."""
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "`dtype` 'float64' needs 64-bit JAX for the whole process: jax.config.update('jax_enable_x64', True) "
+            "before any array is made (or JAX_ENABLE_X64=1)."
+        )
 
 
 def initial_state(
@@ -415,11 +440,7 @@ def initial_state(
 ):
     """(model, optimizer, opt_state) at epoch 0: the model from `config.seed` in `config.dtype`, the optimiser of
     arXiv:1606.01164, App. A with the per-epoch decay unless `optimizer` is given."""
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError(
-            "`dtype` 'float64' needs 64-bit JAX for the whole process: jax.config.update('jax_enable_x64', True) "
-            "before any array is made (or JAX_ENABLE_X64=1)."
-        )
+    check_dtype_available(config)
     if optimizer is None:
         schedule = epoch_decay(
             initial=config.learning_rate, decay=config.learning_rate_decay, steps_per_epoch=steps_per_epoch
@@ -453,8 +474,13 @@ def load_trained(path: str | os.PathLike, *, num_visible: int = 784, num_classes
     header = _checkpoint_header(path, name="path")
     try:
         config = TrainConfig(**with_legacy_settings(header["config"]))
-    except TypeError as err:  # an unknown or missing setting
+    except (TypeError, ValueError) as err:  # an unknown, missing or invalid setting
         raise ValueError(f"`path` {path} is not a jamem checkpoint (its config does not fit): {err}") from err
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"`path` {path} was trained in float64: load it with 64-bit JAX (JAX_ENABLE_X64=1, or "
+            f"jax.config.update('jax_enable_x64', True) before any array is made)."
+        )
     model, _, opt_state = initial_state(config, num_visible=num_visible, num_classes=num_classes)
     if header.get("contents") == "model":
         header, model = load_checkpoint(path, model)
@@ -472,7 +498,7 @@ def _checkpoint_header(path: Path, *, name: str) -> dict:
             if not isinstance(header["config"], dict):
                 raise TypeError(f"its config is a {type(header['config']).__name__}")
         except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"`{name}` {path} is not a jamem checkpoint (its header does not parse): {err!r}") from err
+            raise ValueError(f"`{name}` {path} is not a jamem checkpoint (its header does not parse): {err}") from err
     return header
 
 
