@@ -98,3 +98,28 @@ def test_accelerator_script_dry_run(tmp_path, cache):
     subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
     report = json.loads((tmp_path / "accelerator.json").read_text())
     assert report["models"] == [] and all("already complete" in s["why"] for s in report["skipped"])
+
+
+def test_mnist_command_trains_and_evaluates_in_float64(tmp_path, cache, mnist):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SHARED_DATA
+
+    # in processes of their own: 64-bit JAX is for a whole process
+    env = {**os.environ, "JAMEM_DATA_DIR": str(SHARED_DATA), "JAMEM_CACHE_DIR": str(cache)}
+    cli = [sys.executable, "-m", "jamem.tooling.cli", "mnist"]
+    small = ["--quick", "--memories", "20", "--epochs", "1", "--train-size", "1000", "--no-progress"]
+    out = tmp_path / "run"
+    result = subprocess.run([*cli, *small, "--dtype", "float64", "--out", str(out)], env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = out / "mnist_n3.ckpt"
+    header = json.loads(checkpoint.read_bytes().split(b"\n", 1)[0])
+    assert header["config"]["dtype"] == "float64"
+    evaluate = [*cli, "--evaluate", str(checkpoint)]
+    refused = subprocess.run(evaluate, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1 and "was trained in float64" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    loaded = subprocess.run([*evaluate, "--dtype", "float64"], env=env, capture_output=True, text=True)
+    assert loaded.returncode == 0 and "n = 3, K = 20, 1 of 1 epochs" in loaded.stdout, loaded.stderr[-2000:]

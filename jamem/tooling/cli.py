@@ -131,6 +131,10 @@ def _xor(args) -> int:
 
 
 def _mnist(args) -> int:
+    if args.dtype == "float64":  # for the whole process, before any array is made
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     from ..classifier import mnist
 
     if args.evaluate:
@@ -164,6 +168,7 @@ def _mnist(args) -> int:
             momentum=args.momentum,
             temperature_ramp_epochs=args.ramp_epochs,
             seed=args.seed,
+            dtype=args.dtype,
         ).items()
         if value is not None
     }
@@ -266,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, help="p of App. A (default 0.9)")
     p.add_argument("--ramp-epochs", type=int, help="epochs of the temperature ramp (default: the schedule's)")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        help="training arithmetic (default float32); float64, as the authors' code, turns on 64-bit JAX for this "
+        "process; --evaluate of a float64 model needs it too",
+    )
     p.add_argument("--quick", action="store_true", help="K = 400, 10 epochs, faster schedule: minutes on a CPU")
     p.add_argument("--train-size", type=int, help="use the first images of the training set only")
     p.add_argument("--validation", action="store_true", help="report on a 50k/10k split of the training set")
