@@ -421,12 +421,16 @@ def run_keys(config: TrainConfig) -> tuple[PRNGKeyArray, PRNGKeyArray]:
     return memories, minibatches
 
 
-def check_dtype_available(config: TrainConfig) -> None:
-    """Refuse `config.dtype` float64 unless JAX is in 64-bit mode (else its arrays are made float32)."""
+def check_dtype_available(config: TrainConfig, *, checkpoint: Path | None = None) -> None:
+    """Refuse `config.dtype` float64 unless JAX is in 64-bit mode (else its arrays are made float32);
+    the error names `checkpoint` when the config is one's."""
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        what = "`dtype` 'float64' needs"
+        if checkpoint is not None:
+            what = f"`path` {checkpoint} was trained in float64: it needs"
         raise ValueError(
-            "`dtype` 'float64' needs 64-bit JAX for the whole process: jax.config.update('jax_enable_x64', True) "
-            "before any array is made (or JAX_ENABLE_X64=1)."
+            f"{what} 64-bit JAX for the whole process: jax.config.update('jax_enable_x64', True) before any array "
+            f"is made (or JAX_ENABLE_X64=1)."
         )
 
 
@@ -476,11 +480,7 @@ def load_trained(path: str | os.PathLike, *, num_visible: int = 784, num_classes
         config = TrainConfig(**with_legacy_settings(header["config"]))
     except (TypeError, ValueError) as err:  # an unknown, missing or invalid setting
         raise ValueError(f"`path` {path} is not a jamem checkpoint (its config does not fit): {err}") from err
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError(
-            f"`path` {path} was trained in float64: load it with 64-bit JAX (JAX_ENABLE_X64=1, or "
-            f"jax.config.update('jax_enable_x64', True) before any array is made)."
-        )
+    check_dtype_available(config, checkpoint=path)
     model, _, opt_state = initial_state(config, num_visible=num_visible, num_classes=num_classes)
     if header.get("contents") == "model":
         header, model = load_checkpoint(path, model)
