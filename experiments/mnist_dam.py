@@ -31,7 +31,7 @@ def main(argv=None):
     parser.add_argument("--memories", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=None, help="default: the schedule's")
     parser.add_argument("--learning-rate", type=float, default=None, help="default: each preset's")
-    parser.add_argument("--momentum", type=float, default=None, help="default: the preset's 0.9")
+    parser.add_argument("--momentum", type=float, default=None, help="default: the preset's")
     parser.add_argument("--ramp-epochs", type=int, default=None, help="default: the schedule's")
     parser.add_argument("--temperature-initial", type=float, default=None, help="T_i; default: the preset's")
     parser.add_argument("--temperature-final", type=float, default=None, help="T_f; default: the preset's")
