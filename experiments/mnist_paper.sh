@@ -47,11 +47,15 @@ validate_length() {
         --epochs "$1" --ramp-epochs 27 --out "$root/validation/length$1"
 }
 
+validate_on() {
+    # DEGREE SCHEDULE NAME OPTION...: the n = DEGREE run under SCHEDULE on the validation split with
+    # OPTION..., into validation/NAME
+    $py experiments/mnist_dam.py --degrees "$1" --schedule "$2" --validation --no-progress "${@:4}" \
+        --out "$root/validation/$3"
+}
+
 validate_n30() {
-    # SCHEDULE NAME OPTION...: the n = 30 run under SCHEDULE on the validation split with OPTION...,
-    # into validation/NAME
-    $py experiments/mnist_dam.py --degrees 30 --schedule "$1" --validation --no-progress "${@:3}" \
-        --out "$root/validation/$2"
+    validate_on 30 "$@"
 }
 
 validate_temperature() {
@@ -72,8 +76,7 @@ validate_paper_optimizer() {
 validate_paper_n20() {
     # LR:P: n = 20 under the paper's schedule with eps0 LR and momentum P, into validation/paper_n20_lr<LR>_p<P>
     local lr=${1%%:*} p=${1#*:}
-    $py experiments/mnist_dam.py --degrees 20 --schedule paper --validation --eval-every 5 --no-progress \
-        --learning-rate "$lr" --momentum "$p" --out "$root/validation/paper_n20_lr${lr//./}_p${p//./}"
+    validate_on 20 paper "paper_n20_lr${lr//./}_p${p//./}" --eval-every 5 --learning-rate "$lr" --momentum "$p"
 }
 
 validate_momentum() {
