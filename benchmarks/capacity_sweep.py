@@ -44,6 +44,19 @@ def numpy_trial(memories: np.ndarray, sigma: np.ndarray, degree: int, steps: int
     return sigma, steps
 
 
+def jamem_trials(key, dim, num_memories, degree, num_sets, starts_per_set):
+    """jamem's capacity trials for one K, as the sweep times them."""
+    return cap.capacity_trials(
+        key,
+        dim=dim,
+        num_memories=num_memories,
+        separation=cap.make_separation("power", degree),
+        num_sets=num_sets,
+        starts_per_set=starts_per_set,
+        pool_size=POOL_SIZE,
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -57,26 +70,10 @@ def main(argv=None):
     for k in ks:
         # jamem: compile once (timed apart), then the timed run on fresh random numbers
         t0 = time.perf_counter()
-        cap.capacity_trials(
-            jax.random.key(1),
-            dim=dim,
-            num_memories=k,
-            separation=cap.make_separation("power", degree),
-            num_sets=sets,
-            starts_per_set=starts,
-            pool_size=POOL_SIZE,
-        )
+        jamem_trials(jax.random.key(1), dim, k, degree, sets, starts)
         first = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = cap.capacity_trials(
-            jax.random.key(2),
-            dim=dim,
-            num_memories=k,
-            separation=cap.make_separation("power", degree),
-            num_sets=sets,
-            starts_per_set=starts,
-            pool_size=POOL_SIZE,
-        )
+        out = jamem_trials(jax.random.key(2), dim, k, degree, sets, starts)
         jamem_s = time.perf_counter() - t0
         rng = np.random.default_rng(k)
         sweeps, on_memory = [], []
