@@ -4,7 +4,7 @@
 
 Reads what the runs recorded, recomputing nothing: the final-epoch test errors and A15 statistics
 of the compressed-schedule models (`compressed/`, seed 0, the preset) and of the paper's
-3000-epoch schedule (`gpu/`; n = 30 also with its validated optimiser, `paper_n30_p06/`), the seed
+3000-epoch schedule (`gpu/`; n = 20, 30 also with their validated optimiser, `paper_n<N>_p06/`), the seed
 spreads (`seeds/summary.json` for the compressed schedule, `paper_seeds/summary.json` for the
 paper's), the epoch benchmark (`results/bench_mnist_epoch.json`) and the accelerator slots
 (`gpu/accelerator_slot*.json`). Each target is listed with every value that bears on it and `met`:
@@ -22,9 +22,14 @@ from pathlib import Path
 from jamem.classifier.mnist import PAPER_SAMPLE_ERROR, finished_test_run
 from jamem.tooling.provenance import save_json
 
-# The declared runs. `paper_n30_p06/` is n = 30 alone under the paper's schedule with the optimiser its
-# validation chose after `gpu/` had run it (eps0 0.04, p 0.6 against 0.01, 0.9: validation/choice.txt).
-SCHEDULES = {"compressed_seed0": "compressed", "paper_schedule": "gpu", "paper_schedule_validated": "paper_n30_p06"}
+# The declared runs, a folder each ({degree} filled in). `paper_n<N>_p06/` is n = N alone under the
+# paper's schedule with the optimiser its validation chose after `gpu/` had run it (n = 20, 30: eps0
+# 0.04, p 0.6 against 0.01, 0.9: validation/choice.txt).
+SCHEDULES = {
+    "compressed_seed0": "compressed",
+    "paper_schedule": "gpu",
+    "paper_schedule_validated": "paper_n{degree}_p06",
+}
 ONE_CLASS_FRACTION = 0.40  # A15 at n = 30: over 40% of memories vote for one class
 LONE_WINNER_IMAGES = 8000  # ... and over 8000 test images have no second memory above 0.9
 EPOCH_OVER_FLOOR = 1.3
@@ -36,7 +41,7 @@ def _runs(root: Path) -> dict[str, dict[int, dict]]:
     for name, folder in SCHEDULES.items():
         runs[name] = {}
         for degree in PAPER_SAMPLE_ERROR:
-            record = finished_test_run(root / folder / f"mnist_n{degree}.json")
+            record = finished_test_run(root / folder.format(degree=degree) / f"mnist_n{degree}.json")
             if record is not None:
                 runs[name][degree] = record
     return runs

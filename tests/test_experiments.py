@@ -200,6 +200,7 @@ def test_targets_are_read_from_the_runs_and_met_only_by_a_declared_run(tmp_path)
     validated = {"complete": True, "eval_split": "test", "final_error": 0.0196, "first_epoch_at_or_below_2pct": 900}
     validated |= {"fraction_of_memories_voting_for_one_class": 0.333, "images_with_second_ratio_below_0.9": 8100}
     _write(tmp_path / "paper_n30_p06" / "mnist_n30.json", validated)
+    _write(tmp_path / "paper_n20_p06" / "mnist_n20.json", validated | {"final_error": 0.0160})  # its own folder
     spread = [{"degree": 2, "final_test_errors": [0.015, 0.016], "mean": 0.0155, "first_epoch_at_or_below_2pct": [1]}]
     spread.append(
         {"degree": 3, "final_test_errors": [0.0161, 0.014], "mean": 0.01505, "first_epoch_at_or_below_2pct": [2]}
@@ -224,6 +225,8 @@ def test_targets_are_read_from_the_runs_and_met_only_by_a_declared_run(tmp_path)
     n30 = {"compressed_seed0": 0.02, "paper_schedule_validated": 0.0196}
     assert table["final-epoch test error at n = 30 <= 1.80%"]["values"] == n30
     assert table["final-epoch test error at n = 30 <= 1.80%"]["met"] is False
+    n20 = table["final-epoch test error at n = 20 <= 1.61%"]
+    assert n20["met"] is True and n20["values"]["paper_schedule_validated"] == 0.0160
     order = table["n = 3 first reaches 2% test error in fewer epochs than n = 2"]
     assert order["met"] is True and order["values"]["paper_schedule"] == {"2": 150, "3": 185}
     one_class = table["n = 30: over 40% of memories vote for one class"]
