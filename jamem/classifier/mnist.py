@@ -2,8 +2,7 @@
 
 Trains a DenseAM classifier from a preset, checkpointing and logging as it goes, then saves the
 summary JSON (config, history, final test error, epoch where 2% is first reached, the
-feature-to-prototype statistics of Figs. 2, 4
-feature-to-prototype statistics) and the memories as a grid of 28x28 images.
+feature-to-prototype statistics of Figs. 2, 4) and the memories as a grid of 28x28 images.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ def _mnist(args) -> int:
         ).items()
         if value is not None
     }
-    if args.quick:  # a few minutes on a 2-core CPU: fewer memories, a faster step and ramp
+    if args.quick:  # under a minute of training on a 2-core CPU: fewer memories, a faster step and ramp
         overrides = {"epochs": 10, "num_memories": 400, "learning_rate": 0.1, "temperature_ramp_epochs": 5, **overrides}
     summary = mnist.run(
         degree=args.n,
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training arithmetic (default float32); float64, as the authors' code, turns on 64-bit JAX for this "
         "process; --evaluate of a float64 model needs it too",
     )
-    p.add_argument("--quick", action="store_true", help="K = 400, 10 epochs, faster schedule: minutes on a CPU")
+    p.add_argument("--quick", action="store_true", help="K = 400, 10 epochs, faster schedule: about a minute on a CPU")
     p.add_argument("--train-size", type=int, help="use the first images of the training set only")
     p.add_argument("--validation", action="store_true", help="report on a 50k/10k split of the training set")
     p.add_argument("--data-dir", help="folder with mnist/ and fashion_mnist/ IDX files (else JAMEM_DATA_DIR)")
