@@ -40,12 +40,22 @@ def check_degree(degree, *, name: str = "degree", minimum: int = 1) -> int:
 
 
 def check_positive(value, *, name: str, allow_zero: bool = False) -> float | jax.Array:
-    """A finite real number > 0 (or >= 0); a traced value is returned unchecked."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        if is_concrete(value) and np.ndim(value) == 0:
-            value = float(value)
-        else:
+    """A finite real scalar > 0 (or >= 0); a traced scalar is returned with its value unchecked.
+    Booleans, strings and arrays of any other shape are refused: an array would broadcast into a
+    hyperparameter per entry, and a vector of them passes no range check."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be a real number, got the boolean {value!r}.")
+    if not isinstance(value, numbers.Real):
+        dtype = getattr(value, "dtype", None)
+        if dtype is None or dtype == np.bool_ or not jnp.issubdtype(dtype, jnp.number):
+            raise TypeError(f"`{name}` must be a real number, got {value!r} ({type(value).__name__}).")
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise TypeError(f"`{name}` must be real, got {dtype}.")
+        if np.ndim(value) != 0:
+            raise ValueError(f"`{name}` must be a scalar, got an array of shape {tuple(np.shape(value))}.")
+        if not is_concrete(value):
             return value  # traced hyperparameter: trust the caller
+        value = float(value)
     if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
@@ -83,6 +93,17 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
     if is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return x
+
+
+# Entries up to 1e16 keep every squared difference |x - xi|^2 finite in float32 (4e32 per entry,
+# 784 of them); beyond, the squared distances overflow to inf and a softmax over them is NaN.
+MAX_ENTRY = 1e16
+
+
+def check_magnitude(array, *, name: str) -> None:
+    """Refuse a concrete array with entries beyond MAX_ENTRY in magnitude (squared distances to it overflow)."""
+    if is_concrete(array) and array.size and float(np.max(np.abs(np.asarray(array, np.float64)))) > MAX_ENTRY:
+        raise ValueError(f"`{name}` has entries beyond {MAX_ENTRY:g} in magnitude; rescale the data.")
 
 
 def at_least_float32(dtype):

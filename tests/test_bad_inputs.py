@@ -2,6 +2,7 @@
 and a message naming the argument; numerical limits give a clear refusal, never a silent NaN."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -235,3 +236,152 @@ def test_mnist_run_refuses_float64_without_x64_before_reading_data(tmp_path):
     with pytest.raises(ValueError, match="`dtype` 'float64' needs 64-bit JAX"):
         jm.mnist.run(degree=3, dtype="float64", out_dir=tmp_path, data_dir=tmp_path / "no_such")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The family's entry points (jamem.networks, jamem.capacity): hyperparameters, shapes, float32 limits
+
+
+def _networks():
+    from jamem.networks import clustering, diffusion, energy_transformer, hierarchical, random_features, two_layer
+
+    return clustering, diffusion, energy_transformer, hierarchical, random_features, two_layer
+
+
+def test_hyperparameters_are_real_scalars():
+    from jamem._checks import check_positive
+
+    for value, error, message in [
+        (np.array([1.0]), ValueError, "must be a scalar"),  # would broadcast into one value per entry
+        (jnp.array([-1.0, 2.0]), ValueError, "must be a scalar"),  # and pass no range check
+        (True, TypeError, "real number"),
+        ("1.0", TypeError, "real number"),
+        (None, TypeError, "real number"),
+        (np.float32(-1.0), ValueError, "finite number > 0"),
+    ]:
+        with pytest.raises(error, match=f"`step_size` {message}" if "must" in message else message):
+            check_positive(value, name="step_size")
+    assert check_positive(jnp.array(0.5), name="x") == 0.5 and check_positive(np.int64(2), name="x") == 2.0
+    with pytest.raises(ValueError, match="must be a scalar"):  # shapes are checked under jit too
+        jax.jit(lambda b: check_positive(b, name="x"))(jnp.ones(2))
+    assert float(jax.jit(lambda b: check_positive(b, name="x") * 2)(3.0)) == 6.0  # a traced scalar is trusted
+    clustering, *_, two_layer = _networks()
+    pts = jax.random.normal(jax.random.key(2), (5, 3))
+    # through the public functions (the test suite's jaxtyping hook may name the argument first)
+    with pytest.raises((ValueError, TypeError), match="step_size"):
+        clustering.settle(pts[:2], pts, beta=1.0, step_size=np.array([-1.0]))
+    with pytest.raises((ValueError, TypeError), match="dt"):
+        two_layer.simulate(two_layer.model_b(), pts[0], pts, dt=np.array([5.0]))
+
+
+def test_exponential_separation_at_float32_limits():
+    with pytest.raises(ValueError, match="`beta` must lie in float32's normal range"):
+        jm.Exponential(1e39)  # inf in float32: its terms were NaN and the binary rules' level loop never ended
+    with pytest.raises(ValueError, match="`beta` must lie in float32's normal range"):
+        jm.Exponential(1e-40)
+    from jamem.networks import sequence
+
+    pats = jax.random.rademacher(jax.random.key(0), (4, 16), dtype=jnp.float32)
+    # beta = 1e-8: terms of different overlaps agree to 1 ulp; the near tie used to keep the old bit silently
+    with pytest.raises(Exception, match="near tie float32 cannot decide"):
+        jax.block_until_ready(sequence.recall(sequence.SequenceMemory(jm.Exponential(1e-8)), pats[0], pats, steps=1))
+    ok = sequence.recall(sequence.SequenceMemory(jm.Exponential(1e-4)), pats[0], pats, steps=1)
+    assert bool(jnp.all(ok[-1] == pats[1]))
+
+
+def test_capacity_entry_points():
+    with pytest.raises(ValueError, match="above 1/2"):
+        cap.bit_error_probability(100, 1000, 2)  # the large-N formula gave 1.2 here
+    assert 0 < cap.bit_error_probability(100, 3000, 3) < 0.5
+    with pytest.raises(ValueError, match="`state`"):
+        cap.is_stored_memory(jnp.where(jnp.arange(20) < 10, 2 * X0, 0.0), XI)  # was True
+    with pytest.raises((ValueError, TypeError), match="state"):
+        cap.is_stored_memory(XI[:2], XI)  # a batch collapsed to one answer
+    with pytest.raises((ValueError, TypeError), match="state"):
+        cap.is_stored_memory(X0[:8], XI)
+    assert bool(cap.is_stored_memory(XI[3], XI)) and not bool(cap.is_stored_memory(-XI[3], XI))
+    with pytest.raises((ValueError, TypeError), match="fraction"):
+        cap.flip_bits(jax.random.key(0), XI, fraction=True)
+    # the exact double factorial of 4 * 10^5 took seconds; logs of Gamma are instant and agree at small n
+    from jamem.networks.sequence import transition_error_probability
+
+    assert transition_error_probability(100, 50, 2 * 10**5) == pytest.approx(0.5)  # (2n-1)!! >> N^n: chance
+    n, dim, k = 3, 60, 40
+    snr = dim**n / (cap.double_factorial(2 * n - 1) * (k - 1))
+    assert transition_error_probability(dim, k, n) == pytest.approx(0.5 * math.erfc(math.sqrt(snr / 2)), rel=1e-12)
+
+
+def test_energy_transformer_inputs():
+    _, _, et, *_ = _networks()
+    img, mask = jnp.arange(16.0), jnp.array([True, False, False, False])
+    assert float(et.masked_patch_mse(jnp.zeros(16), img, mask, patch_size=2)) == pytest.approx(10.5)
+    # (the test suite's jaxtyping hook may name the argument first, as a TypeError)
+    with pytest.raises(TypeError, match="mask"):
+        et.masked_patch_mse(jnp.zeros(16), img, jnp.array([0.5, 0, 0, 0]), patch_size=2)  # was a weight
+    with pytest.raises((ValueError, TypeError), match="same shape|reconstruction|image"):
+        et.masked_patch_mse(jnp.zeros(32), img, mask, patch_size=2)  # was broadcast
+    with pytest.raises((ValueError, TypeError), match="mask"):
+        et.masked_patch_mse(jnp.zeros(16), img, mask[:2], patch_size=2)
+    # half precision: pixel differences of 1500 square past float16's range, not here
+    half = et.masked_patch_mse(jnp.zeros(16, jnp.float16), (100 * img).astype(jnp.float16), mask, patch_size=2)
+    assert float(half) == pytest.approx(105000.0)
+    block = et.EnergyTransformer(8, num_heads=2, head_dim=4, num_memories=6, key=jax.random.key(0))
+    for call in (block.energy, block.layer_norm):
+        with pytest.raises((ValueError, TypeError), match=r"shape \(T, 8\)|parameter 'x'"):
+            call(jnp.ones(8))  # one token without its axis gave a scalar or zeros
+    with pytest.raises((ValueError, TypeError), match="one token|parameter 'x'"):
+        et.layer_norm_lagrangian(jnp.ones((3, 8)))
+    with pytest.raises((ValueError, TypeError), match="delta"):
+        et.layer_norm_lagrangian(jnp.ones(8), delta=jnp.array(0.5))
+
+
+def test_two_layer_external_input_shape():
+    *_, two_layer = _networks()
+    mem, v0 = jax.random.normal(jax.random.key(0), (5, 8)), jnp.ones(8)
+    flow = two_layer.TwoLayerFlow(two_layer.model_b(), jnp.ones(1))
+    with pytest.raises((ValueError, TypeError), match="external"):
+        jm.retrieve(flow, v0, mem, solver=jm.EulerFlow(0.1), steps=3)
+    with pytest.raises((ValueError, TypeError), match="external"):
+        two_layer.model_b().energy(v0, mem @ v0, mem, external=jnp.ones(1))
+
+
+def test_random_features_limits():
+    *_, random_features, _ = _networks()
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="`beta` must lie in"):
+        random_features.RandomFeatureMemory(3, 8, beta=1e40, key=key)
+    xi = jax.random.rademacher(key, (2, 64), dtype=jnp.float32)  # beta |xi|^2 = 64
+    with pytest.raises(ValueError, match="positive features underflow"):
+        random_features.RandomFeatureMemory(64, 16, kind="positive", key=key).add_memories(xi)
+    with pytest.raises(ValueError, match="overflow"):
+        random_features.RandomFeatureMemory(3, 8, key=key, dtype=jnp.float16).add_memories(jnp.full((2, 3), 1e5))
+
+
+def test_diffusion_float32_limits():
+    _, diffusion, *_ = _networks()
+    mem = jnp.array([[0.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(ValueError, match="overflows"):
+        diffusion.score(jnp.array([1e9, 0.0]), mem, sigma=1e-15)  # gave -inf
+    with pytest.raises(ValueError, match="in float32"):
+        diffusion.ProbabilityFlow(1 - 1e-9, sigma_min=0.01)  # sigma never fell
+
+
+def test_integer_sizes_are_not_truncated():
+    *_, hierarchical, _, _ = _networks()
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match=r"`in_shape\[1\]` must be an integer"):
+        hierarchical.ConvSynapse.init((1, 4.7, 4), 2, 2, key=key)  # was (1, 4, 4)
+    with pytest.raises(TypeError, match=r"`stride\[0\]`"):
+        hierarchical.ConvSynapse.init((1, 4, 4), 2, 2, key=key, stride=2.5)
+    with pytest.raises(ValueError, match="`in_size`"):
+        hierarchical.DenseSynapse.init(0, 3, key=key)  # was a ZeroDivisionError
+    assert hierarchical.ConvSynapse.init((1, 4.0, 4), 2, 2, key=key, stride=2).out_shape == (2, 2, 2)
+
+
+def test_clustering_refuses_overflowing_points():
+    clustering, *_ = _networks()
+    pts = jax.random.normal(jax.random.key(2), (5, 3))
+    with pytest.raises(ValueError, match="`points` has entries beyond"):
+        clustering.settle(pts[:2], pts * 1e20, beta=1.0)  # failed after the work, blaming log_domain
+    with pytest.raises(ValueError, match="`points` has entries beyond"):
+        clustering.kmeans_objective(pts[:2], pts * 1e20)  # was inf

@@ -9,6 +9,7 @@ sum of the sweeps its starts need rather than (batch size) x (slowest start).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 import jax
@@ -29,15 +30,17 @@ from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
 
 def random_patterns(key: PRNGKeyArray, *, num_patterns: int, dim: int) -> Float[Array, "K N"]:
     """Independent uniform +-1 patterns, shape (num_patterns, dim), float32."""
-    check_positive_int(num_patterns, name="num_patterns")
-    check_positive_int(dim, name="dim")
+    num_patterns = check_positive_int(num_patterns, name="num_patterns")
+    dim = check_positive_int(dim, name="dim")
     return jax.random.rademacher(key, (num_patterns, dim), dtype=jnp.float32)
 
 
 def flip_bits(key: PRNGKeyArray, patterns: Float[Array, "*batch N"], *, fraction: float) -> Float[Array, "*batch N"]:
     """Flip exactly round(fraction * N) randomly chosen bits of each +-1 pattern."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"`fraction` must lie in [0, 1], got {fraction!r}.")
+    # a Python number: it fixes how many bits flip, a static count (a traced value cannot)
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"`fraction` must be a number in [0, 1], got {fraction!r}.")
+    patterns = as_float_array(patterns, name="patterns")
     n = patterns.shape[-1]
     count = int(round(fraction * n))
     batch = patterns.shape[:-1]
@@ -46,7 +49,12 @@ def flip_bits(key: PRNGKeyArray, patterns: Float[Array, "*batch N"], *, fraction
 
 
 def is_stored_memory(state: Float[Array, " N"], memories: Float[Array, "K N"]) -> Bool[Array, ""]:
-    """True when the +-1 `state` equals one of the memories exactly (overlap N)."""
+    """True when the +-1 `state` equals one of the +-1 memories exactly (overlap N)."""
+    state = as_float_array(state, name="state", ndim=1)
+    memories = as_float_array(memories, name="memories", ndim=2)
+    check_feature_dims(state, memories, state_name="state")
+    check_binary(state, name="state")
+    check_binary(memories, name="memories")
     return jnp.max(overlaps(state, memories)) == state.shape[-1]
 
 
@@ -149,10 +157,10 @@ def capacity_trials(
     which is a minimum too for power F of even degree), `recalled` (ended on the cued memory;
     equal to `on_memory` for random starts), `sweeps`, `converged`.
     """
-    check_positive_int(dim, name="dim")
-    check_positive_int(num_memories, name="num_memories")
-    check_positive_int(num_sets, name="num_sets")
-    check_positive_int(starts_per_set, name="starts_per_set")
+    dim = check_positive_int(dim, name="dim")
+    num_memories = check_positive_int(num_memories, name="num_memories")
+    num_sets = check_positive_int(num_sets, name="num_sets")
+    starts_per_set = check_positive_int(starts_per_set, name="starts_per_set")
     energy = DenseEnergy(as_separation(separation))
     run = _trial_runner(energy, solver or AsyncBinary(), steps, pool_size, flip_fraction)
     # the memory sets are split over every device of every process (padded to a multiple of their
@@ -301,7 +309,7 @@ def double_factorial(m: int) -> int:
     return math.prod(range(m, 0, -2)) if m > 0 else 1
 
 
-def _log_double_factorial_odd(m: int) -> float:
+def log_double_factorial_odd(m: int) -> float:
     """log m!! for odd m >= -1: m!! = 2^((m+1)/2) Gamma(m/2 + 1) / sqrt(pi)."""
     if m <= 1:
         return 0.0
@@ -318,15 +326,23 @@ def bit_error_probability(dim: IntLike, num_memories: IntLike, degree: IntLike) 
 
     P ~= sqrt((2n-3)!! / (2 pi) * K / N^(n-1)) * exp(- N^(n-1) / (2 K (2n-3)!!)).
 
-    Evaluated in logs, so any degree gives a number (0.0 where it is below 1e-308).
+    Evaluated in logs, so any degree gives a number (0.0 where it is below 1e-308). Refused where
+    the approximation gives more than 1/2 (K (2n-3)!! / N^(n-1) above about 2.6): far outside the
+    large-N regime, where it is no probability (it grows without bound).
     """
     n = check_degree(degree, minimum=2)
     dim = check_positive_int(dim, name="dim")
     num_memories = check_positive_int(num_memories, name="num_memories")
-    log_c = _log_double_factorial_odd(2 * n - 3)
+    log_c = log_double_factorial_odd(2 * n - 3)
     log_ratio = math.log(num_memories) - (n - 1) * math.log(dim)  # log K / N^(n-1)
     exponent = -0.5 * _exp_or_inf(-(log_ratio + log_c))  # - 1 / (2 K (2n-3)!! / N^(n-1))
     log_p = 0.5 * (log_c - math.log(2 * math.pi) + log_ratio) + exponent
+    if log_p > math.log(0.5):
+        raise ValueError(
+            f"the large-N approximation gives a bit-error probability above 1/2 at dim = {dim}, num_memories = "
+            f"{num_memories}, degree = {n} (K (2n-3)!! / N^(n-1) = {math.exp(log_ratio + log_c):.3g}): outside its "
+            "regime; use more dimensions or fewer memories."
+        )
     return math.exp(log_p) if log_p > -745 else 0.0
 
 
@@ -335,21 +351,21 @@ def perfect_recall_capacity(dim: IntLike, degree: IntLike) -> float:
     inf where it exceeds the float range."""
     n = check_degree(degree, minimum=2)
     dim = check_positive_int(dim, name="dim", minimum=2)
-    log_k = (n - 1) * math.log(dim) - math.log(2) - _log_double_factorial_odd(2 * n - 3) - math.log(math.log(dim))
+    log_k = (n - 1) * math.log(dim) - math.log(2) - log_double_factorial_odd(2 * n - 3) - math.log(math.log(dim))
     return _exp_or_inf(log_k)
 
 
 def small_error_alpha(degree: IntLike) -> float:
     """alpha_n ~= 0.146 / (2n-3)!!, with K_max = alpha_n N^(n-1) at a small error rate (arXiv:1606.01164, sec. 2)."""
     n = check_degree(degree, minimum=2)
-    return math.exp(math.log(0.146) - _log_double_factorial_odd(2 * n - 3))
+    return math.exp(math.log(0.146) - log_double_factorial_odd(2 * n - 3))
 
 
 def small_error_capacity(dim: IntLike, degree: IntLike) -> float:
     """K_max = alpha_n N^(n-1) (arXiv:1606.01164, sec. 2); inf where it exceeds the float range."""
     n = check_degree(degree, minimum=2)
     dim = check_positive_int(dim, name="dim")
-    return _exp_or_inf(math.log(0.146) - _log_double_factorial_odd(2 * n - 3) + (n - 1) * math.log(dim))
+    return _exp_or_inf(math.log(0.146) - log_double_factorial_odd(2 * n - 3) + (n - 1) * math.log(dim))
 
 
 # ---------------------------------------------------------------------------------------------

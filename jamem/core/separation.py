@@ -89,6 +89,12 @@ class AbstractSeparation(eqx.Module):
         del values, where
         return jnp.asarray(False)
 
+    def separates_overlaps(self, dtype) -> bool:
+        """Whether `scaled` of two +-1 overlaps that differ (by 2 or more) differ by more than the
+        16 ulps of `dtype` within which the binary rules count two terms as equal (default: yes)."""
+        del dtype
+        return True
+
 
 def _power_reference(values, where, degree: int):
     """The reference of a power F: the largest |argument| where `where` (1 if none is positive),
@@ -171,12 +177,24 @@ class RectifiedPower(_AbstractPowerSeparation):
 
 
 class Exponential(AbstractSeparation):
-    """F(x) = exp(beta x) (Demircigil et al. 2017). Stored capacity about 2^(N/2) (arXiv:1702.01929)."""
+    """F(x) = exp(beta x) (Demircigil et al. 2017). Stored capacity about 2^(N/2) (arXiv:1702.01929).
+
+    Args:
+        beta: inverse temperature, within float32's normal range [1.2e-38, 3.4e38] (outside it
+            beta itself rounds to 0 or inf there).
+    """
 
     beta: float = eqx.field(static=True, default=1.0)
 
     def __init__(self, beta: float = 1.0):
-        self.beta = check_positive(beta, name="beta")
+        beta = check_positive(beta, name="beta")
+        info = np.finfo(np.float32)
+        if isinstance(beta, float) and not float(info.tiny) <= beta <= float(info.max):
+            raise ValueError(
+                f"`beta` must lie in float32's normal range [{info.tiny:.3g}, {info.max:.3g}], got {beta!r}: "
+                "beyond it beta rounds to 0 or inf in float32."
+            )
+        self.beta = beta
 
     def __call__(self, x):
         return jnp.exp(self.beta * x)
@@ -194,6 +212,10 @@ class Exponential(AbstractSeparation):
 
     def log_abs(self, x):
         return jnp.ones_like(x), self.beta * x
+
+    def separates_overlaps(self, dtype) -> bool:
+        # overlaps r and r + 2 give terms in the ratio exp(2 beta); keep it 4x above 16 ulps
+        return 2 * self.beta > 64 * float(jnp.finfo(dtype).eps)
 
 
 class CustomSeparation(AbstractSeparation):
@@ -336,9 +358,12 @@ def _decide_by_levels(separation, terms_at, active, certain, sign, dtype):
     (the terms of the memories still `remaining` at the scale of their largest, 0 elsewhere; the
     magnitudes of what went into them; whether the level's sums are exact). A level whose largest
     terms do not cancel decides by the sign of its sum, when that sum is further from 0 than its
-    rounding error, or exact; otherwise the result is `UNDECIDED`."""
+    rounding error, or exact; otherwise the result is `UNDECIDED`. Largest terms that cancel are a
+    true tie only where F `separates_overlaps`; otherwise, and where the terms are not finite, the
+    result is `UNDECIDED` too."""
     eps = float(jnp.finfo(dtype).eps)
     count = active.shape[0]
+    ties_are_exact = separation.separates_overlaps(dtype)
 
     def level(carry):
         remaining = carry[0]
@@ -356,10 +381,12 @@ def _decide_by_levels(separation, terms_at, active, certain, sign, dtype):
             jnp.finfo(dtype).tiny
         )
         known = exact | (jnp.abs(total) > error)
-        # the largest terms decide unless they cancel exactly; then compare the rest afresh
-        decided = (net != 0) | (top == 0) | ~jnp.any(remaining & ~at_top)
+        # the largest terms decide unless they cancel exactly; then compare the rest afresh (a NaN
+        # top, from an overflow, groups nothing: it must end the loop, undecided)
+        unknown = ~jnp.isfinite(top) | ((net == 0) & (top > 0) & (not ties_are_exact))
+        decided = (net != 0) | (top == 0) | ~jnp.any(remaining & ~at_top) | unknown
         sign = jnp.where(net != 0, jnp.where(known, jnp.sign(total), UNDECIDED), 0.0)
-        return remaining & ~at_top, decided, sign
+        return remaining & ~at_top, decided, jnp.where(unknown, UNDECIDED, sign)
 
     _, _, sign = jax.lax.while_loop(lambda carry: ~carry[1], level, (active, certain, sign))
     return sign
@@ -387,8 +414,9 @@ def _settle_undecided(separation, signed_sum, sign):
     return eqx.error_if(
         sign,
         sign == UNDECIDED,
-        f"a near tie float32 cannot decide: two different sums of F = {separation} agree to within rounding, "
-        "and F is not an integer power of integer arguments, so exact arithmetic cannot settle it",
+        f"a near tie float32 cannot decide: two different sums of F = {separation} agree to within rounding "
+        "(or F's terms for different overlaps do, as exp(beta x) does for a tiny beta), and F is not an "
+        "integer power of integer arguments, so exact arithmetic cannot settle it",
     )
 
 

@@ -26,7 +26,14 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, Real
 
-from .._checks import as_float_array, at_least_float32, check_feature_dims, check_positive, check_positive_int
+from .._checks import (
+    as_float_array,
+    at_least_float32,
+    check_feature_dims,
+    check_magnitude,
+    check_positive,
+    check_positive_int,
+)
 from ..core.dynamics import GradientDescent, retrieve
 from ..core.energies import GaussianKernelEnergy, check_kernel_beta
 
@@ -35,6 +42,8 @@ def _check(memories, points, beta, steps, step_size):
     memories = as_float_array(memories, name="memories", ndim=2)
     points = as_float_array(points, name="points", ndim=2)
     check_feature_dims(points[0], memories, state_name="points", memories_name="memories")
+    check_magnitude(memories, name="memories")
+    check_magnitude(points, name="points")
     check_kernel_beta(beta)
     check_positive_int(steps, name="steps")
     check_positive(step_size, name="step_size")
@@ -97,6 +106,8 @@ def squared_distances(
     points = as_float_array(points, name="points", ndim=2)
     memories = as_float_array(memories, name="memories", ndim=2)
     check_feature_dims(points[0], memories, state_name="points", memories_name="memories")
+    check_magnitude(points, name="points")
+    check_magnitude(memories, name="memories")
     return _squared_distances(points, memories)
 
 

@@ -44,6 +44,7 @@ from .._checks import (
     as_float_array,
     at_least_float32,
     check_feature_dims,
+    check_magnitude,
     check_positive,
     check_positive_int,
     is_concrete,
@@ -60,7 +61,14 @@ def score(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, "
     least whatever the dtype of x (at sigma = 1e-3 it is ~1e6 per unit of distance, past float16)."""
     wide, memories, _ = _checked_pair(x, memories)
     sigma = jnp.asarray(_noise_level(sigma, "sigma"), wide.dtype)
-    return -_energy_gradient(wide, memories, sigma) / sigma**2
+    value = -_energy_gradient(wide, memories, sigma) / sigma**2
+    # |D(x) - x| / sigma^2 can pass float32's range (x 1e9 from the memories at sigma 1e-15): refuse
+    if is_concrete(value) and not np.all(np.isfinite(np.asarray(value))):
+        raise ValueError(
+            f"the score (D(x) - x) / sigma^2 overflows {value.dtype} at this `sigma` and `x` (x too far from the "
+            "memories for so small a noise level); use a larger sigma or float64."
+        )
+    return value
 
 
 def denoise(x: Vector, memories: Memories, *, sigma: ScalarLike) -> Float[Array, " N"]:
@@ -100,20 +108,10 @@ def _checked_pair(x, memories, *, name: str = "x"):
     x = as_float_array(x, name=name, ndim=1)
     memories = as_float_array(memories, name="memories", ndim=2)
     check_feature_dims(x, memories, state_name=name)
-    _check_magnitude(x, name)
-    _check_magnitude(memories, "memories")
+    check_magnitude(x, name=name)
+    check_magnitude(memories, name="memories")
     wide = at_least_float32(x.dtype)
     return x.astype(wide), memories.astype(wide), x.dtype
-
-
-# Entries up to 1e16 keep every |x - xi|^2 finite in float32 (4e32 per pixel); beyond, the squared
-# distances overflow to inf and the softmax is NaN.
-MAX_ENTRY = 1e16
-
-
-def _check_magnitude(array, name: str) -> None:
-    if is_concrete(array) and array.size and float(np.max(np.abs(np.asarray(array, np.float64)))) > MAX_ENTRY:
-        raise ValueError(f"`{name}` has entries beyond {MAX_ENTRY:g} in magnitude; rescale the data.")
 
 
 def _denoised(x, memories, sigma):
@@ -165,8 +163,8 @@ class ProbabilityFlow(AbstractMap):
                 "`ratio` is a hyperparameter of the flow: it must be a concrete number, not a traced value."
             )
         ratio = check_positive(ratio, name="ratio")
-        if not ratio < 1:
-            raise ValueError(f"`ratio` must lie in (0, 1): sigma falls each step, got {ratio}.")
+        if not np.float32(ratio) < 1:  # sigma is float32 at least: 1 - 1e-9 would round to 1 and never fall
+            raise ValueError(f"`ratio` must lie in (0, 1) in float32 (sigma falls each step), got {ratio}.")
         self.ratio = ratio
         self.sigma_min = _schedule_level(sigma_min, "sigma_min")
 
@@ -179,7 +177,7 @@ class ProbabilityFlow(AbstractMap):
                 f"`x0` must be (x of shape (N,), a scalar sigma), got shapes {tuple(x.shape)} and {tuple(sigma.shape)}."
             )
         _noise_level(sigma, "x0's sigma")
-        _check_magnitude(x, "x0")
+        check_magnitude(x, name="x0")
         if is_concrete(sigma) and not float(sigma) >= float(self._floor(sigma.dtype)):
             raise ValueError(f"`x0`'s sigma must be at least sigma_min = {self.sigma_min}, got {float(sigma)}.")
 
@@ -192,7 +190,7 @@ class ProbabilityFlow(AbstractMap):
         if not hasattr(params, "ndim") or params.ndim != 2:
             got = getattr(params, "shape", type(params).__name__)
             raise ValueError(f"`params` (the memories) must have shape (K, N), got {got}.")
-        _check_magnitude(params, "params")
+        check_magnitude(params, name="params")
 
     def check_compatible(self, x0, params) -> None:
         check_feature_dims(x0[0], params, memories_name="params")

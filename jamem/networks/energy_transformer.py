@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .._checks import as_float_array, check_positive, check_positive_int
+from .._checks import as_float_array, at_least_float32, check_positive, check_positive_int
 from ..core.dynamics import EulerFlow, SaveAt, retrieve
 from ..core.energies import AbstractEnergy
 from ..core.lagrangians import LayerNorm, RectifiedPower, Softmax
@@ -45,7 +45,12 @@ def layer_norm_lagrangian(
     x: Float[Array, " D"], *, gamma: float = 1.0, delta: Float[Array, " D"] | None = None, eps: float = 1e-5
 ) -> Float[Array, ""]:
     """L(x) = D gamma sqrt(var(x) + eps) + delta . x, the Energy Transformer's token Lagrangian
-    (arXiv:2302.07253), with a vector bias delta (zero when None). Its gradient is `EnergyTransformer.layer_norm`."""
+    (arXiv:2302.07253), with a vector bias delta (zero when None), of one token x (D,). Its gradient is
+    `EnergyTransformer.layer_norm`."""
+    if jnp.ndim(x) != 1:
+        raise ValueError(f"`x` must be one token of shape (D,), got shape {tuple(jnp.shape(x))}; map over tokens.")
+    if delta is not None and jnp.shape(delta) != jnp.shape(x):
+        raise ValueError(f"`delta` must have the shape of `x` {tuple(jnp.shape(x))}, got {tuple(jnp.shape(delta))}.")
     scalar = LayerNorm(gamma, eps=eps)(x)
     return scalar if delta is None else scalar + jnp.dot(delta, x)
 
@@ -128,7 +133,18 @@ class EnergyTransformer(eqx.Module):
     def layer_norm(self, x: Float[Array, "T D"]) -> Float[Array, "T D"]:
         """g_B = gamma (x_B - mean x_B) / sqrt(var(x_B) + eps) + delta for every token B: the
         gradient of `layer_norm_lagrangian` (arXiv:2302.07253)."""
+        self._check_tokens(x)
         return jax.vmap(LayerNorm(self.gamma, eps=self.eps).activation)(x) + self.delta[None, :]
+
+    def _check_tokens(self, x, *, name: str = "x"):
+        """Tokens (T, D) of this block's D (shapes only: also under jit); `exclude_self` needs T >= 2,
+        or a lone token attends to nothing and its energy is +inf."""
+        shape = tuple(jnp.shape(x))
+        if len(shape) != 2 or shape[1] != self.dim:
+            raise ValueError(f"`{name}` must have shape (T, {self.dim}) (tokens of dimension D), got {shape}.")
+        if self.exclude_self and shape[0] < 2:
+            raise ValueError(f"`exclude_self=True` needs at least 2 tokens, got `{name}` of shape {shape}.")
+        return x
 
     def attention_energy(self, g: Float[Array, "T D"]) -> Float[Array, ""]:
         """E_att = -(1/beta) sum_h sum_C log sum_B exp(beta K_hB . Q_hC) (arXiv:2302.07253): minus the softmax
@@ -151,6 +167,7 @@ class EnergyTransformer(eqx.Module):
 
     def energy_of_normed(self, g: Float[Array, "T D"]) -> Float[Array, ""]:
         """E(g) = E_att(g) + E_hn(g) as a function of the normed tokens."""
+        self._check_tokens(g, name="g")
         return self.attention_energy(g) + self.hopfield_energy(g)
 
     def energy(self, x: Float[Array, "T D"]) -> Float[Array, ""]:
@@ -173,11 +190,7 @@ class EnergyTransformer(eqx.Module):
         """
         steps = check_positive_int(steps, name="steps")
         step_size = check_positive(step_size, name="step_size")
-        x = as_float_array(x, name="x", ndim=2)
-        if x.shape[1] != self.dim:
-            raise ValueError(f"`x` must have shape (T, {self.dim}) (tokens of dimension D), got {tuple(x.shape)}.")
-        if self.exclude_self and x.shape[0] < 2:
-            raise ValueError(f"`exclude_self=True` needs at least 2 tokens, got x of shape {tuple(x.shape)}.")
+        x = self._check_tokens(as_float_array(x, name="x", ndim=2))
         solution = retrieve(
             TokenFlow(self), x, solver=EulerFlow(step_size), steps=steps, tol=None, saveat=SaveAt(every=1, states=False)
         )
@@ -358,11 +371,34 @@ def masked_patch_mse(
     reconstruction: Float[Array, "*B N"], image: Float[Array, "*B N"], mask: Bool[Array, "*B T"], *, patch_size: int
 ) -> Float[Array, ""]:
     """Mean squared pixel error over the masked patches only (the paper's training loss for masked patches), for one
-    image or a batch (flat images)."""
+    flat image (N,) = (S*S,) or a batch (*B, N) of them, with one boolean `mask` entry per patch (*B, T),
+    T = (S / patch_size)^2. Computed in at least float32 (half-precision squares overflow)."""
+    reconstruction = as_float_array(reconstruction, name="reconstruction")
+    image = as_float_array(image, name="image")
+    if reconstruction.shape != image.shape:
+        raise ValueError(
+            f"`reconstruction` and `image` must have the same shape, got {tuple(reconstruction.shape)} "
+            f"and {tuple(image.shape)}."
+        )
     side = math.isqrt(image.shape[-1])
+    if side * side != image.shape[-1]:
+        raise ValueError(
+            f"`image` must be flat square images (*B, S*S), got shape {tuple(image.shape)}: {image.shape[-1]} "
+            "is not a square (pass an (S, S) image as image.reshape(-1))."
+        )
+    side, patch_size = _check_patch_geometry(side, patch_size)
+    num_patches = (side // patch_size) ** 2
+    if not hasattr(mask, "dtype") or mask.dtype != jnp.bool_:
+        raise TypeError(f"`mask` must be a boolean array (True = masked patch), got {getattr(mask, 'dtype', mask)!r}.")
+    if mask.shape != image.shape[:-1] + (num_patches,):
+        raise ValueError(
+            f"`mask` must have shape {image.shape[:-1] + (num_patches,)} (one entry per patch of each image), "
+            f"got {tuple(mask.shape)}."
+        )
+    dtype = at_least_float32(image.dtype)
     cut = lambda im: patchify(im, patch_size=patch_size, image_size=side)
-    flat_rec = reconstruction.reshape(-1, image.shape[-1])
-    flat_img = image.reshape(-1, image.shape[-1])
+    flat_rec = reconstruction.reshape(-1, image.shape[-1]).astype(dtype)
+    flat_img = image.reshape(-1, image.shape[-1]).astype(dtype)
     err = jnp.mean((jax.vmap(cut)(flat_rec) - jax.vmap(cut)(flat_img)) ** 2, axis=-1)  # [B, T]
     weights = mask.reshape(err.shape).astype(err.dtype)
     return jnp.sum(err * weights) / jnp.maximum(jnp.sum(weights), 1.0)

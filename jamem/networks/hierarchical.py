@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -55,8 +56,7 @@ class Layer(eqx.Module):
     tau: float = eqx.field(static=True, default=1.0)
 
     def __init__(self, size: int, lagrangian, *, tau: float = 1.0):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"`size` must be a positive integer, got {size!r}.")
+        size = check_positive_int(size, name="size")
         if not isinstance(lagrangian, AbstractLagrangian):
             raise TypeError(
                 f"`lagrangian` must be a jamem.lagrangians.AbstractLagrangian, got {type(lagrangian).__name__}."
@@ -101,6 +101,8 @@ class DenseSynapse(AbstractSynapse):
     @classmethod
     def init(cls, in_size: int, out_size: int, *, key: PRNGKeyArray, scale: float | None = None) -> DenseSynapse:
         """Gaussian weights with standard deviation `scale` (default 1 / sqrt(in_size))."""
+        in_size = check_positive_int(in_size, name="in_size")
+        out_size = check_positive_int(out_size, name="out_size")
         scale = 1.0 / math.sqrt(in_size) if scale is None else check_positive(scale, name="scale")
         return cls(scale * jax.random.normal(key, (out_size, in_size)))
 
@@ -131,16 +133,12 @@ class ConvSynapse(AbstractSynapse):
 
     def __init__(self, kernel, in_shape, *, stride=1, padding: str = "VALID"):
         kernel = as_float_array(kernel, name="kernel", ndim=4)
-        in_shape = tuple(int(s) for s in in_shape)
-        if len(in_shape) != 3 or min(in_shape) < 1:
-            raise ValueError(f"`in_shape` must be (channels, height, width) of positive sizes, got {in_shape}.")
+        in_shape = _int_tuple(in_shape, name="in_shape", length=3, what="(channels, height, width)")
         if kernel.shape[1] != in_shape[0]:
             raise ValueError(
                 f"`kernel` has {kernel.shape[1]} input channels but `in_shape` has {in_shape[0]}: they must match."
             )
-        stride = (stride, stride) if isinstance(stride, int) else tuple(int(s) for s in stride)
-        if len(stride) != 2 or min(stride) < 1:
-            raise ValueError(f"`stride` must be a positive int or a pair of them, got {stride}.")
+        stride = _int_tuple(stride, name="stride", length=2, what="(sh, sw) or one int")
         if padding not in ("VALID", "SAME"):
             raise ValueError(f"`padding` must be 'VALID' or 'SAME', got {padding!r}.")
         self.kernel = kernel
@@ -169,6 +167,9 @@ class ConvSynapse(AbstractSynapse):
         scale: float | None = None,
     ) -> ConvSynapse:
         """Gaussian kernel with standard deviation `scale` (default 1 / sqrt(fan-in))."""
+        in_shape = _int_tuple(in_shape, name="in_shape", length=3, what="(channels, height, width)")
+        out_channels = check_positive_int(out_channels, name="out_channels")
+        kernel_size = check_positive_int(kernel_size, name="kernel_size")
         fan_in = in_shape[0] * kernel_size**2
         scale = 1.0 / math.sqrt(fan_in) if scale is None else check_positive(scale, name="scale")
         kernel = scale * jax.random.normal(key, (out_channels, in_shape[0], kernel_size, kernel_size))
@@ -176,6 +177,20 @@ class ConvSynapse(AbstractSynapse):
 
     def forward(self, g_in):
         return _conv(g_in.reshape(self.in_shape), self.kernel, self.stride, self.padding).reshape(-1)
+
+
+def _int_tuple(values, *, name: str, length: int, what: str, minimum: int = 1) -> tuple[int, ...]:
+    """`values` as a tuple of `length` integers >= minimum (one integer stands for all of them);
+    4.0 is read as 4, 4.7 refused, not truncated."""
+    if isinstance(values, numbers.Number):
+        values = (values,) * length
+    try:
+        values = tuple(values)
+    except TypeError as err:
+        raise TypeError(f"`{name}` must be {what}, got {values!r}.") from err
+    if len(values) != length:
+        raise ValueError(f"`{name}` must be {what}: {length} integers, got {values!r}.")
+    return tuple(check_positive_int(v, name=f"{name}[{i}]", minimum=minimum) for i, v in enumerate(values))
 
 
 def _conv(image, kernel, stride, padding):
@@ -216,7 +231,10 @@ class HierarchicalNetwork(AbstractEnergy):
                     f"got {len(synapses)}."
                 )
             edges = tuple((i, i + 1) for i in range(len(synapses)))
-        edges = tuple((int(a), int(b)) for a, b in edges)
+        edges = tuple(
+            _int_tuple(edge, name=f"edges[{i}]", length=2, what="a (lower, upper) pair of layer indices", minimum=0)
+            for i, edge in enumerate(edges)
+        )
         if len(edges) != len(synapses):
             raise ValueError(f"`edges` ({len(edges)}) must give one (lower, upper) pair per synapse ({len(synapses)}).")
         for i, ((a, b), syn) in enumerate(zip(edges, synapses)):

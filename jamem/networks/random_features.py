@@ -23,7 +23,10 @@ Two feature maps (both unbiased for the Gaussian kernel):
   Far from every memory the estimate of the (tiny) kernel sum can be <= 0; the logarithm is then
   taken of the smallest positive float instead (the energy is flat there).
 - "positive" (positive random features, as in Performer's FAVOR+): Phi(a) = Y^(-1/2)
-  exp(W a - |a|^2), Y numbers, always > 0; its variance grows quickly with beta |a|^2.
+  exp(W a - |a|^2), Y numbers, always > 0; its variance grows quickly with beta |a|^2, and past
+  beta |xi|^2 = 40 the product of two feature vectors falls out of float32's normal range
+  (exp(-80) ~ 1e-35), so that even at a stored memory the estimate underflows to the floor below:
+  `add_memories` refuses such memories.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._checks import as_float_array, check_positive, check_positive_int
-from ..core.energies import AbstractEnergy
+from .._checks import as_float_array, check_positive_int, is_concrete
+from ..core.energies import AbstractEnergy, check_kernel_beta
 
 _KINDS = ("fourier", "positive")
+POSITIVE_FEATURES_LIMIT = 40.0  # the largest beta |xi|^2 positive features keep in float32 (module docstring)
 
 
 class RandomFeatureMemory(AbstractEnergy):
@@ -90,7 +95,7 @@ class RandomFeatureMemory(AbstractEnergy):
             raise ValueError(f"`kind` must be one of {_KINDS}, got {kind!r}.")
         if key is None:
             raise ValueError("`key` is required: the random features are drawn from it.")
-        self.beta = check_positive(beta, name="beta")
+        self.beta = check_kernel_beta(beta)
         self.kind = kind
         self.projection = jax.random.normal(key, (num_features, dim), dtype)
         width = 2 * num_features if kind == "fourier" else num_features
@@ -118,7 +123,18 @@ class RandomFeatureMemory(AbstractEnergy):
                 f"`memories` has {memories.shape[1]} features but this memory was built for "
                 f"dim={self.projection.shape[1]}."
             )
-        added = jnp.sum(jax.vmap(self.features)(memories.astype(self.memory.dtype)), axis=0)
+        memories = memories.astype(self.memory.dtype)
+        if is_concrete(memories):
+            if not np.all(np.isfinite(np.asarray(memories))):
+                raise ValueError(f"`memories` overflow this memory's dtype {self.memory.dtype}.")
+            largest = self.beta * float(np.max(np.sum(np.asarray(memories, np.float64) ** 2, axis=-1)))
+            if self.kind == "positive" and largest > POSITIVE_FEATURES_LIMIT:
+                raise ValueError(
+                    f"`memories` reach beta |xi|^2 = {largest:.3g}, past the {POSITIVE_FEATURES_LIMIT:g} where "
+                    "positive features underflow float32 (the estimate would be 0 even at a stored memory): use "
+                    "kind='fourier', a smaller beta, or centred data."
+                )
+        added = jnp.sum(jax.vmap(self.features)(memories), axis=0)
         return eqx.tree_at(
             lambda m: (m.memory, m.num_stored),
             self,

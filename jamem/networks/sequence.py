@@ -35,7 +35,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._checks import IntLike, as_float_array, at_least_float32, check_binary, check_degree, check_positive_int
-from ..core.capacity import double_factorial
+from ..core.capacity import log_double_factorial_odd
 from ..core.dynamics import AbstractMap, Iterate, SaveAt, retrieve
 from ..core.energies import overlaps
 from ..core.separation import AbstractSeparation, as_separation, signed_sums_sign
@@ -151,5 +151,5 @@ def transition_error_probability(dim: IntLike, num_memories: IntLike, degree: In
     num_memories = check_positive_int(num_memories, name="num_memories")
     if num_memories == 1:
         return 0.0
-    log_snr = n * math.log(dim) - math.log(double_factorial(2 * n - 1)) - math.log(num_memories - 1)
+    log_snr = n * math.log(dim) - log_double_factorial_odd(2 * n - 1) - math.log(num_memories - 1)
     return 0.5 * math.erfc(math.exp(0.5 * log_snr) / math.sqrt(2)) if log_snr < 1400 else 0.0

@@ -94,6 +94,7 @@ class TwoLayerNetwork(eqx.Module):
         external: Float[Array, " N"] | None = None,
     ) -> Float[Array, ""]:
         """E = [(v - I) . g - L_v(v)] + [h . f - L_h(h)] - f . Xi g (arXiv:2008.06996)."""
+        _check_external(external, v)
         g = self.feature.activation(v)
         f = self.hidden.activation(h)
         shifted = v if external is None else v - external
@@ -121,12 +122,21 @@ class TwoLayerNetwork(eqx.Module):
     ) -> tuple[Float[Array, " N"], Float[Array, " K"]]:
         """(dv/dt, dh/dt) = ((Xi^T f - v + I) / tau_v, (Xi g - h) / tau_h) (arXiv:2008.06996); dh/dt is 0 when
         tau_h = 0 (h is then kept at Xi g by `simulate`)."""
+        _check_external(external, v)
         drive = memories.T @ self.hidden.activation(h) - v
         if external is not None:
             drive = drive + external
         dv = drive / self.tau_v
         dh = jnp.zeros_like(h) if self.tau_h == 0 else (self.hidden_equilibrium(v, memories) - h) / self.tau_h
         return dv, dh
+
+
+def _check_external(external, v) -> None:
+    """The external input I must be one value per feature neuron: (N,) like v (checked when traced,
+    before the dynamics run; a (1,) or scalar input would broadcast silently)."""
+    if external is not None and jnp.shape(external) != jnp.shape(v):
+        shapes = tuple(jnp.shape(v)), tuple(jnp.shape(external))
+        raise ValueError(f"`external` must have the shape of `v` {shapes[0]}, got {shapes[1]}.")
 
 
 def model_a(hidden: AbstractLagrangian | None = None, *, tau_v: float = 1.0, tau_h: float = 0.0) -> TwoLayerNetwork:
