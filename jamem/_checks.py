@@ -34,6 +34,13 @@ def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_bool(value, *, name: str) -> bool:
+    """A Python or numpy boolean ("no" or 0 would be read as a truth value, silently)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def check_degree(degree, *, name: str = "degree", minimum: int = 1) -> int:
     """A polynomial degree n >= minimum (an integer)."""
     return check_positive_int(degree, name=name, minimum=minimum)

@@ -385,3 +385,36 @@ def test_clustering_refuses_overflowing_points():
         clustering.settle(pts[:2], pts * 1e20, beta=1.0)  # failed after the work, blaming log_domain
     with pytest.raises(ValueError, match="`points` has entries beyond"):
         clustering.kmeans_objective(pts[:2], pts * 1e20)  # was inf
+
+
+def test_sweep_flags_and_theory_helpers():
+    key = jax.random.key(0)
+    good = dict(dim=8, num_memories=2, degree=2, kind="power")
+    with pytest.raises((ValueError, TypeError), match=r"grid\[1\]"):  # refused before grid[0] runs
+        cap.capacity_sweep(key, [good, dict(good, seed=2.7)], progress=False)  # was read as seed 2
+    with pytest.raises(ValueError, match=r"`grid\[0\]` lacks 'kind'"):
+        cap.capacity_sweep(key, [dict(dim=8, num_memories=2, degree=2)], progress=False)
+    with pytest.raises(TypeError, match="one dict|parameter .grid."):
+        cap.capacity_sweep(key, good, progress=False)
+    with pytest.raises(ValueError, match="finite"):
+        cap.k_half([10, 20, 30], [0.9, float("nan"), 0.2])  # the NaN was skipped
+    with pytest.raises(ValueError, match="`level`"):
+        cap.k_half([10, 20, 30], [0.9, 0.6, 0.2], level=2.0)
+    assert cap.k_half([10, 20, 30], [0.9, 0.6, 0.2]) == pytest.approx(22.5)
+    # x^200 of overlaps up to 3 overflows float32: the readout's sign is still exact (even n ties XOR)
+    assert cap.xor_readout(jm.Power(200), 1.0, 1.0)[0] == 0.0 and cap.xor_readout(jm.Power(201), 1.0, 1.0)[0] == -1.0
+    with pytest.raises(TypeError, match="`states` must be True or False|parameter .states."):
+        jm.SaveAt(every=2, states="no")  # was read as True
+    from jamem.networks.energy_transformer import EnergyTransformer
+
+    with pytest.raises(TypeError, match="`exclude_self` must be True or False|parameter .exclude_self."):
+        EnergyTransformer(8, num_heads=2, head_dim=4, num_memories=6, key=key, exclude_self="no")
+
+
+def test_random_features_state_shape():
+    from jamem.networks.random_features import RandomFeatureMemory
+
+    rf = RandomFeatureMemory(3, 8, key=jax.random.key(0)).add_memories(jnp.eye(3))
+    with pytest.raises((ValueError, TypeError), match="`state` must be one point of shape"):
+        jm.retrieve(rf, jnp.ones(4), steps=2)  # a deep dot_general error before
+    assert jnp.isfinite(jm.retrieve(rf, jnp.ones(3), solver=jm.GradientDescent(0.1), steps=2).energy)

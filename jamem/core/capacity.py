@@ -22,7 +22,7 @@ from .._checks import IntLike, as_float_array, check_binary, check_degree, check
 from .._sharding import data_mesh, data_sharding, to_global, to_host
 from .dynamics import AbstractSolver, AsyncBinary
 from .energies import DenseEnergy, overlaps
-from .separation import AbstractSeparation, Power, RectifiedPower, as_separation
+from .separation import AbstractSeparation, Power, RectifiedPower, as_separation, gap_sign
 
 # ---------------------------------------------------------------------------------------------
 # Patterns and recall criteria
@@ -239,17 +239,21 @@ def capacity_sweep(
     """
     from tqdm.auto import tqdm
 
+    if isinstance(grid, dict):
+        raise TypeError("`grid` must be a sequence of configuration dicts, got one dict: wrap it in a list.")
     grid = list(grid)
     if not grid:
         raise ValueError("`grid` is empty: give at least one configuration.")
+    # every entry checked before the first one runs
+    checked = [_check_sweep_entry(config, i) for i, config in enumerate(grid)]
     rows = []
-    for config in tqdm(grid, desc="capacity sweep", disable=not progress):
-        separation = make_separation(config["kind"], config["degree"])
-        trial_key = jax.random.fold_in(key, int(config.get("seed", 0)))
+    for config, (dim, num_memories, separation, seed) in zip(
+        tqdm(grid, desc="capacity sweep", disable=not progress), checked
+    ):
         out = capacity_trials(
-            trial_key,
-            dim=config["dim"],
-            num_memories=config["num_memories"],
+            jax.random.fold_in(key, seed),
+            dim=dim,
+            num_memories=num_memories,
             separation=separation,
             num_sets=num_sets,
             starts_per_set=starts_per_set,
@@ -271,6 +275,22 @@ def capacity_sweep(
     return rows
 
 
+def _check_sweep_entry(config, index: int):
+    """(dim, num_memories, separation, seed) of grid entry `index`, or an error naming it."""
+    if not isinstance(config, dict):
+        raise TypeError(f"`grid[{index}]` must be a dict, got {type(config).__name__}.")
+    missing = [name for name in ("dim", "num_memories", "degree", "kind") if name not in config]
+    if missing:
+        raise ValueError(f"`grid[{index}]` lacks {', '.join(map(repr, missing))}.")
+    name = f"grid[{index}]"
+    return (
+        check_positive_int(config["dim"], name=f"{name}['dim']"),
+        check_positive_int(config["num_memories"], name=f"{name}['num_memories']"),
+        make_separation(config["kind"], config["degree"]),
+        check_positive_int(config.get("seed", 0), name=f"{name}['seed']", minimum=0),
+    )
+
+
 def make_separation(kind: str, degree: int) -> AbstractSeparation:
     """`Power(degree)` for kind "power", `RectifiedPower(degree)` for "rectified"."""
     kinds = {"power": Power, "rectified": RectifiedPower}
@@ -285,8 +305,12 @@ def k_half(num_memories: Sequence[int | float], fractions: Sequence[int | float]
     first K if it starts below."""
     ks = np.asarray(num_memories, float)
     fs = np.asarray(fractions, float)
-    if ks.shape != fs.shape or ks.size == 0:
-        raise ValueError("`num_memories` and `fractions` must be non-empty and of equal length.")
+    if ks.ndim != 1 or ks.shape != fs.shape or ks.size == 0:
+        raise ValueError("`num_memories` and `fractions` must be non-empty 1-D sequences of equal length.")
+    if not (np.all(np.isfinite(ks)) and np.all(np.isfinite(fs))):
+        raise ValueError("`num_memories` and `fractions` must be finite (a NaN fraction would be skipped silently).")
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise ValueError(f"`level` must be a number in (0, 1), got {level!r}.")
     order = np.argsort(ks)
     ks, fs = ks[order], fs[order]
     if fs[0] < level:
@@ -376,11 +400,16 @@ XOR_MEMORIES = np.array([[1, 1, -1], [1, -1, 1], [-1, 1, 1], [-1, -1, -1]], dtyp
 
 def xor_readout(separation, x: float, y: float) -> tuple[float, float]:
     """z = Sign[E(x, y, -1) - E(x, y, +1)] for the 4 XOR memories; returns (z, energy gap).
-    A zero gap gives z = 0 (undecided)."""
-    energy = DenseEnergy(as_separation(separation))
+    A zero gap gives z = 0 (undecided). z is the exact sign (`gap_sign`) at any degree; the gap
+    itself is float32 and overflows to inf past it (F = x^n of overlaps up to 3: n > 80)."""
+    separation = as_separation(separation)
+    energy = DenseEnergy(separation)
     memories = jnp.asarray(XOR_MEMORIES)
-    gap = energy(jnp.array([x, y, -1.0]), memories) - energy(jnp.array([x, y, 1.0]), memories)
-    return float(jnp.sign(gap)), float(gap)
+    up, down = jnp.array([x, y, 1.0]), jnp.array([x, y, -1.0])
+    gap = energy(down, memories) - energy(up, memories)
+    # E(down) - E(up) = sum_mu F(xi . up) - F(xi . down)
+    sign = gap_sign(separation, memories @ up, memories @ down)
+    return float(sign), float(gap)
 
 
 def solves_xor(separation) -> bool:

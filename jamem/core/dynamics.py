@@ -38,7 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from .._checks import IntLike, as_float_array, check_binary, check_feature_dims, check_positive, check_positive_int
+from .._checks import (
+    IntLike,
+    as_float_array,
+    check_binary,
+    check_bool,
+    check_feature_dims,
+    check_positive,
+    check_positive_int,
+)
 from .adjoints import AbstractAdjoint, DirectAdjoint, ImplicitAdjoint
 from .energies import AbstractEnergy, brute_force_gap_sign
 
@@ -62,6 +70,7 @@ class SaveAt(eqx.Module):
     def __check_init__(self):
         if self.every is not None and self.steps is not None:
             raise ValueError("`SaveAt` takes `every` or `steps`, not both.")
+        check_bool(self.states, name="states")
         if self.every is not None:
             check_positive_int(self.every, name="every")
         if self.steps is not None:

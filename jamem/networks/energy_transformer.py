@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .._checks import as_float_array, at_least_float32, check_positive, check_positive_int
+from .._checks import as_float_array, at_least_float32, check_bool, check_positive, check_positive_int
 from ..core.dynamics import EulerFlow, SaveAt, retrieve
 from ..core.energies import AbstractEnergy
 from ..core.lagrangians import LayerNorm, RectifiedPower, Softmax
@@ -111,7 +111,7 @@ class EnergyTransformer(eqx.Module):
             raise ValueError(f"`hopfield` must be one of {HOPFIELD_KINDS}, got {hopfield!r}.")
         self.hopfield = hopfield
         self.hopfield_beta = check_positive(hopfield_beta, name="hopfield_beta")
-        self.exclude_self = bool(exclude_self)
+        self.exclude_self = check_bool(exclude_self, name="exclude_self")
         self.gamma = check_positive(gamma, name="gamma")
         self.eps = check_positive(eps, name="eps")
         k1, k2, k3 = jax.random.split(key, 3)

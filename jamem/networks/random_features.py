@@ -143,6 +143,11 @@ class RandomFeatureMemory(AbstractEnergy):
 
     def kernel_sum(self, state: Float[Array, " N"]) -> Float[Array, ""]:
         """Phi(sqrt(beta) v) . T, the estimate of sum_mu exp(- beta/2 |v - xi^mu|^2)."""
+        if jnp.shape(state) != self.projection.shape[1:]:  # shapes only: also under jit and vmap
+            raise ValueError(
+                f"`state` must be one point of shape ({self.projection.shape[1]},) (this memory's dim), "
+                f"got shape {tuple(jnp.shape(state))}; batch with jax.vmap."
+            )
         return jnp.dot(self.features(state), self.memory)
 
     def __call__(self, state: Float[Array, " N"], params=None) -> Float[Array, ""]:
