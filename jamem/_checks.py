@@ -34,6 +34,19 @@ def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_key(key, *, name: str = "key"):
+    """A JAX PRNG key: a typed key (`jax.random.key`) or a raw uint32 one (`jax.random.PRNGKey`);
+    an int or None would fail deep inside jax.random without naming the argument."""
+    if key is None:
+        raise ValueError(f"`{name}` is required: pass jax.random.key(seed).")
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        return key
+    if dtype == jnp.uint32 and np.ndim(key) >= 1 and np.shape(key)[-1] in (2, 4):
+        return key
+    raise TypeError(f"`{name}` must be a jax.random key (jax.random.key(seed)), got {key!r:.60}.")
+
+
 def check_bool(value, *, name: str) -> bool:
     """A Python or numpy boolean ("no" or 0 would be read as a truth value, silently)."""
     if not isinstance(value, bool | np.bool_):

@@ -418,3 +418,21 @@ def test_random_features_state_shape():
     with pytest.raises((ValueError, TypeError), match="`state` must be one point of shape"):
         jm.retrieve(rf, jnp.ones(4), steps=2)  # a deep dot_general error before
     assert jnp.isfinite(jm.retrieve(rf, jnp.ones(3), solver=jm.GradientDescent(0.1), steps=2).energy)
+
+
+def test_keys_are_named():
+    from jamem.networks.clustering import fit_prototypes
+    from jamem.networks.energy_transformer import random_mask
+
+    calls = [
+        lambda key: cap.random_patterns(key, num_patterns=2, dim=3),
+        lambda key: random_mask(key, 4, 2),
+        lambda key: fit_prototypes(jnp.eye(3), num_clusters=2, beta=1.0, key=key),
+        lambda key: jm.DenseAMClassifier(num_memories=4, degree=3, key=key),
+        lambda key: cap.capacity_trials(key, dim=8, num_memories=2, separation=jm.Power(2), num_sets=1),
+    ]
+    for call in calls:
+        for bad in (0, None):  # deep inside jax.random before, with no argument named
+            with pytest.raises((TypeError, ValueError), match="key"):
+                call(bad)
+    assert cap.random_patterns(jax.random.PRNGKey(0), num_patterns=2, dim=3).shape == (2, 3)  # raw keys still work

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from .._checks import check_positive, check_positive_int
+from .._checks import check_key, check_positive, check_positive_int
 
 OutputsFn = Callable[[Float[Array, "B N"]], Float[Array, "B C"]]
 LossFn = Callable[[Float[Array, " C"], Int[Array, ""]], Float[Array, ""]]
@@ -169,7 +169,7 @@ def pgd(
     epsilon = _check_epsilon(epsilon)
     check_positive_int(steps, name="steps")
     step_size = 2.5 * epsilon / steps if step_size is None else check_positive(step_size, name="step_size")
-    return _pgd(outputs_fn, loss_fn, images, labels, epsilon, step_size, steps, key)
+    return _pgd(outputs_fn, loss_fn, images, labels, epsilon, step_size, steps, check_key(key))
 
 
 @eqx.filter_jit
@@ -216,7 +216,7 @@ def spsa(
     check_positive_int(samples, name="samples")
     perturbation = check_positive(perturbation, name="perturbation")
     step_size = 2.5 * epsilon / steps if step_size is None else check_positive(step_size, name="step_size")
-    return _spsa(outputs_fn, images, labels, epsilon, step_size, steps, samples, float(perturbation), key)
+    return _spsa(outputs_fn, images, labels, epsilon, step_size, steps, samples, float(perturbation), check_key(key))
 
 
 @eqx.filter_jit
@@ -264,7 +264,7 @@ def rubbish_images(
     check_positive_int(num_classes, name="num_classes", minimum=2)
     check_positive_int(per_class, name="per_class")
     targets = jnp.repeat(jnp.arange(num_classes), per_class)
-    noise = jnp.clip(noise_scale * jax.random.normal(key, (targets.size, dim)), -1.0, 1.0)
+    noise = jnp.clip(noise_scale * jax.random.normal(check_key(key), (targets.size, dim)), -1.0, 1.0)
     # the "label" of noise is irrelevant for a targeted run; any class other than the target
     labels = (targets + 1) % num_classes
     result = descend(

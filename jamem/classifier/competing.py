@@ -30,6 +30,7 @@ from .._checks import (
     as_float_array,
     at_least_float32,
     check_feature_dims,
+    check_key,
     check_positive,
     check_positive_int,
     check_writable,
@@ -132,7 +133,7 @@ class CompetingUnits(eqx.Module):
         num_units = check_positive_int(num_units, name="num_units")
         num_visible = check_positive_int(num_visible, name="num_visible")
         self.power = _check_power(power)
-        self.weights = jax.random.normal(key, (num_units, num_visible))  # the paper's N(0, 1) start
+        self.weights = jax.random.normal(check_key(key), (num_units, num_visible))  # the paper's N(0, 1) start
 
     def currents(self, image: Float[Array, " N"]) -> Float[Array, " K"]:
         image = as_float_array(image, name="image", ndim=1)
@@ -177,6 +178,7 @@ def train_competing_units(
     """
     if not isinstance(units, CompetingUnits):
         raise TypeError(f"`units` must be CompetingUnits, got {type(units).__name__}.")
+    key = check_key(key)
     epochs = check_positive_int(epochs, name="epochs")
     learning_rate = check_positive(learning_rate, name="learning_rate")
     batch_size = check_positive_int(batch_size, name="batch_size")
@@ -256,7 +258,7 @@ class PowerFeatureClassifier(eqx.Module):
         self.beta = check_positive(beta, name="beta")
         self.units = units
         scale = 1 / np.sqrt(units.weights.shape[0])
-        self.output = scale * jax.random.normal(key, (num_classes, units.weights.shape[0]))
+        self.output = scale * jax.random.normal(check_key(key), (num_classes, units.weights.shape[0]))
 
     def features(self, images: Float[Array, "B N"]) -> Float[Array, "B K"]:
         weights = jax.lax.stop_gradient(self.units.weights)  # unsupervised units are not trained here

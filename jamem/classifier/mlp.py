@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_positive_int
+from .._checks import check_key, check_positive_int
 
 
 class ReLUMLP(eqx.Module):
@@ -21,7 +21,7 @@ class ReLUMLP(eqx.Module):
         check_positive_int(num_visible, name="num_visible")
         check_positive_int(num_hidden, name="num_hidden")
         check_positive_int(num_classes, name="num_classes", minimum=2)
-        k1, k2 = jax.random.split(key)
+        k1, k2 = jax.random.split(check_key(key))
         self.hidden = eqx.nn.Linear(num_visible, num_hidden, key=k1)
         self.output = eqx.nn.Linear(num_hidden, num_classes, key=k2)
 

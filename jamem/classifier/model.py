@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_degree, check_positive, check_positive_int
+from .._checks import check_degree, check_key, check_positive, check_positive_int
 from ..core.lagrangians import RectifiedPower
 from . import native
 
@@ -58,7 +58,7 @@ class DenseAMClassifier(eqx.Module):
         shape = (num_memories, num_visible + num_classes)
         # App. A of arXiv:1606.01164: xi ~ Normal(-0.3, 0.3), kept in [-1, 1]; drawn in float32 so that a
         # key gives the same memories with jax_enable_x64 (cast them to train in float64)
-        normal = jax.random.normal(key, shape, jnp.float32)
+        normal = jax.random.normal(check_key(key), shape, jnp.float32)
         self.memories = jnp.clip(init_mean + init_std * normal, -1.0, 1.0).astype(jnp.float32)
 
     @property

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._checks import check_positive, check_positive_int, check_writable
+from .._checks import check_key, check_positive, check_positive_int, check_writable
 from .._sharding import data_sharding, is_writer, to_global, to_host
 from .model import DenseAMClassifier, power_loss
 from .optim import TemperatureRamp, dense_am_optimizer, epoch_decay
@@ -823,6 +823,7 @@ def fit_softmax(
     (e.g. the ReLU MLP baseline); returns (model, per-epoch mean losses). Data-parallel over every
     device of every process, as `fit` is."""
     images, labels = _check_split(train, "train")
+    key = check_key(key)
     check_positive_int(epochs, name="epochs")
     if images.shape[0] < batch_size:
         raise ValueError(f"`train` has {images.shape[0]} images, fewer than batch_size={batch_size}.")

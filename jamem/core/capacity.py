@@ -18,7 +18,15 @@ import numpy as np
 from jax.sharding import PartitionSpec
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from .._checks import IntLike, as_float_array, check_binary, check_degree, check_feature_dims, check_positive_int
+from .._checks import (
+    IntLike,
+    as_float_array,
+    check_binary,
+    check_degree,
+    check_feature_dims,
+    check_key,
+    check_positive_int,
+)
 from .._sharding import data_mesh, data_sharding, to_global, to_host
 from .dynamics import AbstractSolver, AsyncBinary
 from .energies import DenseEnergy, overlaps
@@ -32,7 +40,7 @@ def random_patterns(key: PRNGKeyArray, *, num_patterns: int, dim: int) -> Float[
     """Independent uniform +-1 patterns, shape (num_patterns, dim), float32."""
     num_patterns = check_positive_int(num_patterns, name="num_patterns")
     dim = check_positive_int(dim, name="dim")
-    return jax.random.rademacher(key, (num_patterns, dim), dtype=jnp.float32)
+    return jax.random.rademacher(check_key(key), (num_patterns, dim), dtype=jnp.float32)
 
 
 def flip_bits(key: PRNGKeyArray, patterns: Float[Array, "*batch N"], *, fraction: float) -> Float[Array, "*batch N"]:
@@ -44,7 +52,7 @@ def flip_bits(key: PRNGKeyArray, patterns: Float[Array, "*batch N"], *, fraction
     n = patterns.shape[-1]
     count = int(round(fraction * n))
     batch = patterns.shape[:-1]
-    ranks = jnp.argsort(jax.random.uniform(key, batch + (n,)), axis=-1).argsort(axis=-1)
+    ranks = jnp.argsort(jax.random.uniform(check_key(key), batch + (n,)), axis=-1).argsort(axis=-1)
     return jnp.where(ranks < count, -patterns, patterns)
 
 
@@ -92,7 +100,7 @@ def run_to_convergence(
     check_feature_dims(starts, memories, state_name="starts")
     check_positive_int(steps, name="steps")
     check_positive_int(pool_size, name="pool_size")
-    key = jax.random.key(0) if key is None else key
+    key = jax.random.key(0) if key is None else check_key(key)
     num_starts, dim = starts.shape
     pool = min(pool_size, num_starts)
     clamped = jnp.zeros((dim,), bool)
@@ -165,7 +173,7 @@ def capacity_trials(
     run = _trial_runner(energy, solver or AsyncBinary(), steps, pool_size, flip_fraction)
     # the memory sets are split over every device of every process (padded to a multiple of their
     # number with copies of the last set, dropped again), so the table is the same for any count
-    keys = jax.random.key_data(jax.random.split(key, num_sets))
+    keys = jax.random.key_data(jax.random.split(check_key(key), num_sets))
     devices = jax.device_count()
     padded = -(-num_sets // devices) * devices
     keys = np.concatenate([np.asarray(keys), np.repeat(np.asarray(keys)[-1:], padded - num_sets, axis=0)])
@@ -244,6 +252,7 @@ def capacity_sweep(
     grid = list(grid)
     if not grid:
         raise ValueError("`grid` is empty: give at least one configuration.")
+    check_key(key)
     # every entry checked before the first one runs
     checked = [_check_sweep_entry(config, i) for i, config in enumerate(grid)]
     rows = []

@@ -44,6 +44,7 @@ from .._checks import (
     check_binary,
     check_bool,
     check_feature_dims,
+    check_key,
     check_positive,
     check_positive_int,
 )
@@ -462,11 +463,7 @@ def _check_key(key, solver):
         if isinstance(solver, AsyncBinary) and solver.order == "random":
             raise ValueError("`key` is required for AsyncBinary(order='random').")
         return jax.random.key(0)
-    if not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jnp.asarray(key)
-        if key.dtype != jnp.uint32 or key.shape != (2,):
-            raise TypeError("`key` must be a jax.random key (jax.random.key or jax.random.PRNGKey).")
-    return key
+    return check_key(key)
 
 
 def retrieve(

@@ -30,6 +30,7 @@ from .._checks import (
     as_float_array,
     at_least_float32,
     check_feature_dims,
+    check_key,
     check_magnitude,
     check_positive,
     check_positive_int,
@@ -149,7 +150,7 @@ def fit_prototypes(
     epochs = check_positive_int(epochs, name="epochs")
     batch_size = min(check_positive_int(batch_size, name="batch_size"), points.shape[0])
     check_positive(learning_rate, name="learning_rate")
-    key_init, key_order = jax.random.split(key)
+    key_init, key_order = jax.random.split(check_key(key))
     memories = points[jax.random.choice(key_init, points.shape[0], (num_clusters,), replace=False)]
     _check(memories, points, beta, steps, step_size)
     optimizer = optax.adam(learning_rate)

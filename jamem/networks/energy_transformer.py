@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .._checks import as_float_array, at_least_float32, check_bool, check_positive, check_positive_int
+from .._checks import as_float_array, at_least_float32, check_bool, check_key, check_positive, check_positive_int
 from ..core.dynamics import EulerFlow, SaveAt, retrieve
 from ..core.energies import AbstractEnergy
 from ..core.lagrangians import LayerNorm, RectifiedPower, Softmax
@@ -114,7 +114,7 @@ class EnergyTransformer(eqx.Module):
         self.exclude_self = check_bool(exclude_self, name="exclude_self")
         self.gamma = check_positive(gamma, name="gamma")
         self.eps = check_positive(eps, name="eps")
-        k1, k2, k3 = jax.random.split(key, 3)
+        k1, k2, k3 = jax.random.split(check_key(key), 3)
         # g has unit variance per token: these scales keep K.Q and xi.g of order one at the start
         self.key_weights = jax.random.normal(k1, (num_heads, head_dim, dim)) / math.sqrt(dim)
         self.query_weights = jax.random.normal(k2, (num_heads, head_dim, dim)) / math.sqrt(dim)
@@ -270,7 +270,7 @@ def random_mask(key: PRNGKeyArray, num_patches: int, num_masked: int) -> Bool[Ar
     num_masked = check_positive_int(num_masked, name="num_masked", minimum=0)
     if num_masked > num_patches:
         raise ValueError(f"`num_masked` ({num_masked}) must be <= `num_patches` ({num_patches}).")
-    order = jax.random.permutation(key, num_patches)
+    order = jax.random.permutation(check_key(key), num_patches)
     return jnp.zeros((num_patches,), bool).at[order[:num_masked]].set(True)
 
 
@@ -317,7 +317,7 @@ class MaskedPatchET(eqx.Module):
         self.steps = check_positive_int(steps, name="steps")
         self.step_size = check_positive(step_size, name="step_size")
         dim = check_positive_int(dim, name="dim", minimum=2)
-        k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+        k1, k2, k3, k4, k5 = jax.random.split(check_key(key), 5)
         area = self.patch_size**2
         self.embed = eqx.nn.Linear(area, dim, key=k1)
         self.positions = 0.02 * jax.random.normal(k2, (self.num_patches, dim))

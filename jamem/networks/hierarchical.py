@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
-from .._checks import as_float_array, check_positive, check_positive_int
+from .._checks import as_float_array, check_key, check_positive, check_positive_int
 from ..core.dynamics import EulerFlow, SaveAt, Solution, retrieve
 from ..core.energies import AbstractEnergy
 from ..core.lagrangians import AbstractLagrangian
@@ -104,7 +104,7 @@ class DenseSynapse(AbstractSynapse):
         in_size = check_positive_int(in_size, name="in_size")
         out_size = check_positive_int(out_size, name="out_size")
         scale = 1.0 / math.sqrt(in_size) if scale is None else check_positive(scale, name="scale")
-        return cls(scale * jax.random.normal(key, (out_size, in_size)))
+        return cls(scale * jax.random.normal(check_key(key), (out_size, in_size)))
 
     def forward(self, g_in):
         return self.weight @ g_in
@@ -172,7 +172,7 @@ class ConvSynapse(AbstractSynapse):
         kernel_size = check_positive_int(kernel_size, name="kernel_size")
         fan_in = in_shape[0] * kernel_size**2
         scale = 1.0 / math.sqrt(fan_in) if scale is None else check_positive(scale, name="scale")
-        kernel = scale * jax.random.normal(key, (out_channels, in_shape[0], kernel_size, kernel_size))
+        kernel = scale * jax.random.normal(check_key(key), (out_channels, in_shape[0], kernel_size, kernel_size))
         return cls(kernel, in_shape, stride=stride, padding=padding)
 
     def forward(self, g_in):

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._checks import as_float_array, check_positive_int, is_concrete
+from .._checks import as_float_array, check_key, check_positive_int, is_concrete
 from ..core.energies import AbstractEnergy, check_kernel_beta
 
 _KINDS = ("fourier", "positive")
@@ -93,8 +93,7 @@ class RandomFeatureMemory(AbstractEnergy):
         num_features = check_positive_int(num_features, name="num_features")
         if kind not in _KINDS:
             raise ValueError(f"`kind` must be one of {_KINDS}, got {kind!r}.")
-        if key is None:
-            raise ValueError("`key` is required: the random features are drawn from it.")
+        key = check_key(key)
         self.beta = check_kernel_beta(beta)
         self.kind = kind
         self.projection = jax.random.normal(key, (num_features, dim), dtype)
