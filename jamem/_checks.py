@@ -66,11 +66,9 @@ def check_positive(value, *, name: str, allow_zero: bool = False) -> float | jax
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"`{name}` must be a real number, got the boolean {value!r}.")
     if not isinstance(value, numbers.Real):
-        dtype = getattr(value, "dtype", None)
-        if dtype is None or dtype == np.bool_ or not jnp.issubdtype(dtype, jnp.number):
+        if getattr(value, "dtype", None) is None:
             raise TypeError(f"`{name}` must be a real number, got {value!r} ({type(value).__name__}).")
-        if jnp.issubdtype(dtype, jnp.complexfloating):
-            raise TypeError(f"`{name}` must be real, got {dtype}.")
+        _check_real_dtype(value.dtype, name=name)
         if np.ndim(value) != 0:
             raise ValueError(f"`{name}` must be a scalar, got an array of shape {tuple(np.shape(value))}.")
         if not is_concrete(value):
@@ -80,6 +78,15 @@ def check_positive(value, *, name: str, allow_zero: bool = False) -> float | jax
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}.")
     return float(value)
+
+
+def _check_real_dtype(dtype, *, name: str) -> None:
+    """A real numeric dtype: not bool, not complex, not object or string."""
+    # jnp's issubdtype: numpy does not count bfloat16 (an ml_dtypes float) as a number
+    if dtype == np.bool_ or not jnp.issubdtype(dtype, jnp.number):
+        raise TypeError(f"`{name}` must have a numeric dtype, got {dtype}.")
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"`{name}` must be real, got {dtype}.")
 
 
 def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
@@ -92,11 +99,7 @@ def as_float_array(x, *, name: str, ndim: int | tuple[int, ...] | None = None):
         except Exception as err:  # noqa: BLE001 - any conversion failure is the caller's input
             raise TypeError(f"`{name}` must be an array, got {type(x).__name__}.") from err
     dtype = np.dtype(x.dtype)
-    # jnp's issubdtype: numpy does not count bfloat16 (an ml_dtypes float) as a number
-    if dtype == np.bool_ or not (jnp.issubdtype(dtype, jnp.number)):
-        raise TypeError(f"`{name}` must have a numeric dtype, got {dtype}.")
-    if np.issubdtype(dtype, np.complexfloating):
-        raise TypeError(f"`{name}` must be real, got {dtype}.")
+    _check_real_dtype(dtype, name=name)
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if x.ndim not in allowed:
