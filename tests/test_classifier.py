@@ -29,6 +29,19 @@ def test_matches_tiled_reference(degree):
     np.testing.assert_allclose(got, _tiled_reference(model.memories, images, degree, temperature), rtol=2e-4, atol=1e-5)
 
 
+def test_float32_images_on_a_float64_model_score_in_float64():
+    # U = (v, -eps ...) is built in the promoted dtype: -eps = -0.1 rounded to float32 would shift
+    # every score of a float64 model
+    with jax.enable_x64(True):
+        model = DenseAMClassifier(num_memories=20, num_visible=6, num_classes=3, degree=3, key=jax.random.key(0))
+        model = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), model)
+        images = jax.random.uniform(jax.random.key(1), (2, 6), jnp.float32, minval=-1, maxval=1)
+        got = model.batch_scores(images, temperature=2.0, eps=0.1)
+        want = model.batch_scores(images.astype(jnp.float64), temperature=2.0, eps=0.1)
+        assert got.dtype == jnp.float64
+        np.testing.assert_array_equal(got, want)
+
+
 def test_n30_full_size_is_finite_in_float32():
     model = DenseAMClassifier(num_memories=100, degree=30, key=jax.random.key(0))
     image = jnp.ones(784)

@@ -208,7 +208,9 @@ def test_targets_are_read_from_the_runs_and_met_only_by_a_declared_run(tmp_path)
     _write(tmp_path / "seeds" / "summary.json", {"spread": spread})
     paper_spread = [{"degree": 3, "final_test_errors": [0.0140, 0.0150], "mean": 0.0145}]
     _write(tmp_path / "paper_seeds" / "summary.json", {"spread": paper_spread})
-    _write(tmp_path / "bench.json", {"jamem": {"n=3": {"epoch_over_matmul_floor": 1.5}}})
+    hardware = {"cpu": "Some CPU", "cpu_count": 2}
+    bench = {"epoch_over_matmul_floor": 1.5, "matmul_gflops_per_second": 290.0}
+    _write(tmp_path / "bench.json", {"meta": {"hardware": hardware, "date": "2026-12-07"}, "jamem": {"n=3": bench}})
     slot = {
         "device": "GPU",
         "epochs": 3000,
@@ -236,6 +238,7 @@ def test_targets_are_read_from_the_runs_and_met_only_by_a_declared_run(tmp_path)
         "target": "a CPU epoch (n = 3) within 1.3x of its matmul floor",
         "values": {"cpu": 1.5},
         "met": False,
+        "machine": {"cpu": "Some CPU", "cpu_count": 2, "matmul_gflops_per_second": 290.0, "date": "2026-12-07"},
     }
     assert table["the paper's 3000 epochs at n = 3 in under 5 minutes on one GPU"]["met"] is True
 

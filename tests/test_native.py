@@ -53,8 +53,11 @@ def _close(got, want, rtol):
 
 
 # odd class counts and memory counts off the 16-lane blocks exercise the kernel's tails; 45 images
-# are three row chunks on the thread pool
-@pytest.mark.parametrize(("batch", "num_classes", "num_memories"), [(1, 1, 5), (45, 3, 37), (17, 10, 64)])
+# are three row chunks on the thread pool; 300 memories are five column chunks of the backward and
+# three tiles of the forward, with a tail of 12
+@pytest.mark.parametrize(
+    ("batch", "num_classes", "num_memories"), [(1, 1, 5), (45, 3, 37), (17, 10, 64), (40, 10, 300)]
+)
 @pytest.mark.parametrize("degree", [1, 2, 3, 30])
 def test_gaps_and_gradient_match_xla(use_kernel, degree, batch, num_classes, num_memories):
     base, shift, cotangent = _inputs(batch, num_classes, num_memories, key=degree)

@@ -6,8 +6,9 @@
 //             d_shift[c,k] = sum_b g[b,c] f(base[b,k] + shift[c,k]),        f(x) = n relu(x)^(n-1)
 //
 // XLA's own fusions of these (B, C, K) reductions run at a fraction of the vector units' speed on
-// CPU; here each (b, k) block of 16 memories is loaded once and every class is reduced from
-// registers. Each term is differenced before the sum, as in the JAX form, so large n keeps its
+// CPU; here each (b, k) block of 16 memories is loaded once and every class is reduced from it,
+// with the class shifts and sums of a tile of memories kept in L1 (the forward splits the images
+// between threads, the backward the memories, so that each thread owns its sums). Each term is differenced before the sum, as in the JAX form, so large n keeps its
 // float32 precision. jamem/classifier/native.py builds this file once per machine and registers it.
 #include <algorithm>
 #include <atomic>
@@ -39,10 +40,11 @@ inline float lane_sum(Vec v) {
   return s;
 }
 
-// relu that keeps NaN (as jax.nn.relu does): a NaN input must not turn into a zero gap. Its
-// derivative at n = 1, the step 1[x > 0], is 0 at NaN, as in the JAX form (RectifiedPower(1)).
-inline float relu(float x) { return x > 0.f ? x : (x != x ? x : 0.f); }
-inline Vec relu(Vec x) { return x > 0.f ? x : (x != x ? x : Vec{}); }
+// relu that keeps NaN (as jax.nn.relu does): a NaN input must not turn into a zero gap (NaN < 0 is
+// false, so NaN passes; one compare and one masked move). Its derivative at n = 1, the step
+// 1[x > 0], is 0 at NaN, as in the JAX form (RectifiedPower(1)).
+inline float relu(float x) { return x < 0.f ? 0.f : x; }
+inline Vec relu(Vec x) { return x < 0.f ? Vec{} : x; }
 inline float step(float x) { return x > 0.f ? 1.f : 0.f; }
 inline Vec step(Vec x) { return x > 0.f ? Vec{} + 1.f : Vec{}; }
 
@@ -111,27 +113,36 @@ void parallel_rows(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
   state->cv.wait(lock, [&] { return state->done.load() == num_chunks; });
 }
 
+// Rows [lo, hi), a tile of memories at a time: the tile's class shifts and the rows' class sums stay
+// in L1 while every row of the chunk passes over the tile.
 void forward_rows(const float* base, const float* shift, float* gaps, int64_t lo, int64_t hi, int64_t C,
                   int64_t K, int64_t n) {
+  constexpr int64_t kTile = 128;
   const int64_t K_vec = K - K % kLanes;
-  std::vector<Vec> acc(C);
+  std::vector<Vec> acc((hi - lo) * C);
+  for (int64_t k0 = 0; k0 < K_vec; k0 += kTile) {
+    const int64_t k1 = std::min(K_vec, k0 + kTile);
+    for (int64_t b = lo; b < hi; ++b) {
+      const float* row = base + b * K;
+      Vec* a = acc.data() + (b - lo) * C;
+      for (int64_t k = k0; k < k1; k += kLanes) {
+        const Vec x = load(row + k);
+        const Vec off = rect_pow(x, n);
+        int64_t c = 0;
+        for (; c + 1 < C; c += 2) {
+          Vec on0 = x + load(shift + c * K + k), on1 = x + load(shift + (c + 1) * K + k);
+          rect_pow_pair(on0, on1, n);
+          a[c] += on0 - off;
+          a[c + 1] += on1 - off;
+        }
+        if (c < C) a[c] += rect_pow(x + load(shift + c * K + k), n) - off;
+      }
+    }
+  }
   for (int64_t b = lo; b < hi; ++b) {
     const float* row = base + b * K;
-    std::fill(acc.begin(), acc.end(), Vec{});
-    for (int64_t k = 0; k < K_vec; k += kLanes) {
-      const Vec x = load(row + k);
-      const Vec off = rect_pow(x, n);
-      int64_t c = 0;
-      for (; c + 1 < C; c += 2) {
-        Vec on0 = x + load(shift + c * K + k), on1 = x + load(shift + (c + 1) * K + k);
-        rect_pow_pair(on0, on1, n);
-        acc[c] += on0 - off;
-        acc[c + 1] += on1 - off;
-      }
-      if (c < C) acc[c] += rect_pow(x + load(shift + c * K + k), n) - off;
-    }
     float* gap_row = gaps + b * C;
-    for (int64_t c = 0; c < C; ++c) gap_row[c] = lane_sum(acc[c]);
+    for (int64_t c = 0; c < C; ++c) gap_row[c] = lane_sum(acc[(b - lo) * C + c]);
     // the memories past the last full block of 16, each memory's own term computed once for all classes
     for (int64_t k = K_vec; k < K; ++k) {
       const float off = rect_pow(row[k], n);
@@ -140,46 +151,58 @@ void forward_rows(const float* base, const float* shift, float* gaps, int64_t lo
   }
 }
 
-void backward_rows(const float* base, const float* shift, const float* g, float* d_base, float* d_shift_part,
-                   int64_t lo, int64_t hi, int64_t C, int64_t K, int64_t n) {
-  const int64_t K_vec = K - K % kLanes;
-  const float fn = float(n);
-  for (int64_t b = lo; b < hi; ++b) {
-    const float* row = base + b * K;
-    const float* gb = g + b * C;
-    float* d_row = d_base + b * K;
-    float g_sum = 0.f;
-    for (int64_t c = 0; c < C; ++c) g_sum += gb[c];
-    for (int64_t k = 0; k < K_vec; k += kLanes) {
-      const Vec x = load(row + k);
-      Vec d = (-g_sum * fn) * rect_pow(x, n - 1);
+// Memories [k_lo, k_hi) for every row: each block of 16 memories keeps its class shifts and its
+// d_shift sums in L1 for the whole batch, so the only (B, K) traffic is reading base and writing
+// d_base once. `gn` is g scaled by n, `g_off` is -n sum_c g[b,c] (the F(xi . U) term's weight).
+void backward_columns(const float* base, const float* shift, const float* gn, const float* g_off, float* d_base,
+                      float* d_shift, int64_t k_lo, int64_t k_hi, int64_t B, int64_t C, int64_t K, int64_t n) {
+  std::vector<Vec> s(C), acc(C);
+  constexpr int64_t kAhead = 8;  // rows prefetched ahead: rows are K floats apart, past the prefetcher's page
+  int64_t k = k_lo;
+  for (; k + kLanes <= k_hi; k += kLanes) {
+    for (int64_t c = 0; c < C; ++c) {
+      s[c] = load(shift + c * K + k);
+      acc[c] = Vec{};
+    }
+    for (int64_t b = 0; b < B; ++b) {
+      if (b + kAhead < B) {
+        __builtin_prefetch(base + (b + kAhead) * K + k);
+        __builtin_prefetch(d_base + (b + kAhead) * K + k, 1);
+      }
+      const Vec x = load(base + b * K + k);
+      const float* gb = gn + b * C;
+      Vec d = g_off[b] * rect_pow(x, n - 1);
       int64_t c = 0;
       for (; c + 1 < C; c += 2) {
-        Vec t0 = x + load(shift + c * K + k), t1 = x + load(shift + (c + 1) * K + k);
+        Vec t0 = x + s[c], t1 = x + s[c + 1];
         rect_pow_pair(t0, t1, n - 1);
-        t0 *= gb[c] * fn;
-        t1 *= gb[c + 1] * fn;
+        t0 *= gb[c];
+        t1 *= gb[c + 1];
         d += t0 + t1;
-        float* ds = d_shift_part + c * K + k;
-        store(ds, load(ds) + t0);
-        store(ds + K, load(ds + K) + t1);
+        acc[c] += t0;
+        acc[c + 1] += t1;
       }
       if (c < C) {
-        const Vec t = (gb[c] * fn) * rect_pow(x + load(shift + c * K + k), n - 1);
+        const Vec t = gb[c] * rect_pow(x + s[c], n - 1);
         d += t;
-        float* ds = d_shift_part + c * K + k;
-        store(ds, load(ds) + t);
+        acc[c] += t;
       }
-      store(d_row + k, d);
+      store(d_base + b * K + k, d);
     }
-    for (int64_t k = K_vec; k < K; ++k) {
-      float d = -g_sum * fn * rect_pow(row[k], n - 1);
+    for (int64_t c = 0; c < C; ++c) store(d_shift + c * K + k, acc[c]);
+  }
+  // the memories past the last full block of 16
+  for (; k < k_hi; ++k) {
+    for (int64_t c = 0; c < C; ++c) d_shift[c * K + k] = 0.f;
+    for (int64_t b = 0; b < B; ++b) {
+      const float x = base[b * K + k];
+      float d = g_off[b] * rect_pow(x, n - 1);
       for (int64_t c = 0; c < C; ++c) {
-        const float t = gb[c] * fn * rect_pow(row[k] + shift[c * K + k], n - 1);
+        const float t = gn[b * C + c] * rect_pow(x + shift[c * K + k], n - 1);
         d += t;
-        d_shift_part[c * K + k] += t;
+        d_shift[c * K + k] += t;
       }
-      d_row[k] = d;
+      d_base[b * K + k] = d;
     }
   }
 }
@@ -212,24 +235,30 @@ ffi::Error ClassGapsBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> base, f
                              ffi::ResultBuffer<ffi::F32> d_shift, int64_t degree) {
   if (ffi::Error error = check_shapes(base, shift, degree); error.failure()) return error;
   const int64_t B = base.dimensions()[0], K = base.dimensions()[1], C = shift.dimensions()[0];
-  float* pds = d_shift->typed_data();
-  std::fill(pds, pds + C * K, 0.f);
-  if (B == 0) return ffi::Error::Success();
-  // d_shift sums over the batch: each worker's range of rows adds into its own (C, K) partial
-  const int64_t ranges = std::min<int64_t>(B, std::max<int64_t>(1, pool.num_threads()));
-  const int64_t rows_per_range = (B + ranges - 1) / ranges;
-  const int64_t num_parts = (B + rows_per_range - 1) / rows_per_range;
-  std::vector<float> parts(size_t(num_parts * C * K), 0.f);
+  const float fn = float(degree);
+  const float* pg = cotangent.typed_data();
+  std::vector<float> gn(static_cast<size_t>(B * C)), g_off(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    float g_sum = 0.f;
+    for (int64_t c = 0; c < C; ++c) {
+      g_sum += pg[b * C + c];
+      gn[b * C + c] = fn * pg[b * C + c];
+    }
+    g_off[b] = -fn * g_sum;
+  }
   const float* pb = base.typed_data();
   const float* ps = shift.typed_data();
-  const float* pg = cotangent.typed_data();
+  const float* pgn = gn.data();
+  const float* pgo = g_off.data();
   float* pdb = d_base->typed_data();
-  float* pp = parts.data();
-  parallel_rows(pool, B, rows_per_range, [=](int64_t lo, int64_t hi) {
-    backward_rows(pb, ps, pg, pdb, pp + (lo / rows_per_range) * C * K, lo, hi, C, K, degree);
+  float* pds = d_shift->typed_data();
+  // split over memories, not rows: each task owns its columns of d_base and d_shift outright
+  const int64_t blocks = (K + kLanes - 1) / kLanes;
+  // up to 4 blocks a chunk, fewer where that would leave a thread idle (small K)
+  const int64_t per_chunk = std::clamp<int64_t>(blocks / (2 * std::max<int64_t>(1, pool.num_threads())), 1, 4);
+  parallel_rows(pool, blocks, per_chunk, [=](int64_t lo, int64_t hi) {
+    backward_columns(pb, ps, pgn, pgo, pdb, pds, lo * kLanes, std::min(K, hi * kLanes), B, C, K, degree);
   });
-  for (int64_t p = 0; p < num_parts; ++p)
-    for (int64_t i = 0; i < C * K; ++i) pds[i] += pp[p * C * K + i];
   return ffi::Error::Success();
 }
 

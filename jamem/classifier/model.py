@@ -78,7 +78,7 @@ class DenseAMClassifier(eqx.Module):
     def batch_scores(
         self, images: Float[Array, "B N"], *, temperature: ScalarLike, eps: ScalarLike = 1.0
     ) -> Float[Array, "B C"]:
-        """`scores` for a batch: one (B, N) x (N, K) matmul, then the (B, C, K) class gaps
+        """`scores` for a batch: one (B, N + C) x (N + C, K) matmul, then the (B, C, K) class gaps
         (`rectified_power_gaps`, with a hand-written gradient)."""
         return rectified_power_gaps(*self.gap_inputs(images, temperature=temperature, eps=eps), self.degree)
 
@@ -87,9 +87,17 @@ class DenseAMClassifier(eqx.Module):
     ) -> tuple[Float[Array, "B K"], Float[Array, "C K"]]:
         """(base, shift) of `rectified_power_gaps`: xi . U / T for every image and memory, and the
         2 eps xi_alpha / T that setting class alpha on adds to it."""
-        visible, classes = self.split_memories()
-        base = (images @ visible.T - eps * jnp.sum(classes, axis=-1)[None, :]) / temperature
-        return base, (2 * eps / temperature) * classes.T
+        # One matmul of U = (v, -eps for every class) with all D neurons of the memories: no copy of
+        # their visible part, and their gradient comes out of one (K, B) x (B, D) matmul whole.
+        # 1/T scales the product, not U: for a memory exactly at silence (x.U + 2 eps xi_alpha = 0,
+        # as `prototypes.silent_memories` finds it at T = 1) whose class entry is a power of two,
+        # such as one clipped at 1, x.U / T and the shift 2 eps xi_alpha / T then round alike, and
+        # it stays exactly silent, with exactly zero gradient, at every T.
+        dtype = jnp.result_type(images, self.memories)  # integer pixels count as the memories' floats
+        classes_off = jnp.full((images.shape[0], self.num_classes), -eps, dtype=dtype)
+        clamped_state = jnp.concatenate([images.astype(dtype), classes_off], axis=-1)
+        base = (clamped_state @ self.memories.T) / temperature
+        return base, (2 * eps / temperature) * self.split_memories()[1].T
 
     def __call__(
         self, image: Float[Array, " N"], *, temperature: ScalarLike, eps: ScalarLike = 1.0
