@@ -53,8 +53,8 @@ def _close(got, want, rtol):
 
 
 # odd class counts and memory counts off the 16-lane blocks exercise the kernel's tails; 45 images
-# are three row chunks on the thread pool; 300 memories are five column chunks of the backward and
-# three tiles of the forward, with a tail of 12
+# are three row chunks on the thread pool; 300 memories are several column chunks of the backward
+# (five on two threads) and three tiles of the forward, with a tail of 12
 @pytest.mark.parametrize(
     ("batch", "num_classes", "num_memories"), [(1, 1, 5), (45, 3, 37), (17, 10, 64), (40, 10, 300)]
 )

@@ -8,8 +8,8 @@
 // XLA's own fusions of these (B, C, K) reductions run at a fraction of the vector units' speed on
 // CPU; here each (b, k) block of 16 memories is loaded once and every class is reduced from it,
 // with the class shifts and sums of a tile of memories kept in L1 (the forward splits the images
-// between threads, the backward the memories, so that each thread owns its sums). Each term is differenced before the sum, as in the JAX form, so large n keeps its
-// float32 precision. jamem/classifier/native.py builds this file once per machine and registers it.
+// between threads, the backward the memories, so that each thread owns its sums). Each term is
+// differenced before the sum, as in the JAX form, so large n keeps its float32 precision. jamem/classifier/native.py builds this file once per machine and registers it.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -86,7 +86,7 @@ inline void rect_pow_pair(Vec& x, Vec& y, int64_t n) {
 // pool. The caller can finish every chunk alone, so a busy pool delays the work but never
 // deadlocks it; the state is shared so that a task starting late finds nothing left and returns.
 template <typename Body>
-void parallel_rows(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
+void parallel_chunks(ffi::ThreadPool& pool, int64_t n, int64_t chunk, Body body) {
   struct State {
     std::atomic<int64_t> next{0};
     std::atomic<int64_t> done{0};
@@ -225,7 +225,7 @@ ffi::Error ClassGapsForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> base, ff
   const float* pb = base.typed_data();
   const float* ps = shift.typed_data();
   float* pg = gaps->typed_data();
-  parallel_rows(pool, B, kRowsPerChunk,
+  parallel_chunks(pool, B, kRowsPerChunk,
                 [=](int64_t lo, int64_t hi) { forward_rows(pb, ps, pg, lo, hi, C, K, degree); });
   return ffi::Error::Success();
 }
@@ -256,7 +256,7 @@ ffi::Error ClassGapsBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> base, f
   const int64_t blocks = (K + kLanes - 1) / kLanes;
   // up to 4 blocks a chunk, fewer where that would leave a thread idle (small K)
   const int64_t per_chunk = std::clamp<int64_t>(blocks / (2 * std::max<int64_t>(1, pool.num_threads())), 1, 4);
-  parallel_rows(pool, blocks, per_chunk, [=](int64_t lo, int64_t hi) {
+  parallel_chunks(pool, blocks, per_chunk, [=](int64_t lo, int64_t hi) {
     backward_columns(pb, ps, pgn, pgo, pdb, pds, lo * kLanes, std::min(K, hi * kLanes), B, C, K, degree);
   });
   return ffi::Error::Success();

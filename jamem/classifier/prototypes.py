@@ -29,7 +29,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._checks import check_positive, check_positive_int
-from .model import DenseAMClassifier
+from .model import DenseAMClassifier, rectified_power_gaps
 
 
 def classes_per_memory(model: DenseAMClassifier, *, threshold: float = 0.0) -> Int[Array, " K"]:
@@ -85,10 +85,9 @@ def _loudest(model: DenseAMClassifier, images: Float[Array, "B N"], eps) -> Floa
 
 @jax.jit
 def _ratios(model: DenseAMClassifier, images: Float[Array, "B N"], temperature) -> Float[Array, " B"]:
-    visible, classes = model.split_memories()
-    base = (images @ visible.T - jnp.sum(classes, axis=-1)[None, :]) / temperature  # (B, K)
-    winner = jnp.argmax(model.batch_scores(images, temperature=temperature), axis=-1)
-    shift = 2 * classes[:, winner].T / temperature  # (B, K): the winning class's entry per memory
+    base, shifts = model.gap_inputs(images, temperature=temperature)  # (B, K), (C, K)
+    winner = jnp.argmax(rectified_power_gaps(base, shifts, model.degree), axis=-1)  # the scores' argmax
+    shift = shifts[winner]  # (B, K): the winning class's entry per memory
     n = model.degree
     contributions = jax.nn.relu(base + shift) ** n - jax.nn.relu(base) ** n
     top2 = jax.lax.top_k(contributions, 2)[0]
