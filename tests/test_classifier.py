@@ -85,3 +85,9 @@ def test_bad_arguments():
         DenseAMClassifier(num_memories=4, degree=0, key=jax.random.key(0))
     with pytest.raises((TypeError, ValueError), match="power"):
         power_loss(jnp.zeros(3), 0, power=0)
+    model = DenseAMClassifier(num_memories=4, num_visible=6, num_classes=3, key=jax.random.key(0))
+    # one pixel short: without the check, a matmul error about widths 8 and 9 (pixels + classes)
+    with pytest.raises(ValueError, match=r"`images` must have shape \(B, 6\)"):
+        model.batch_scores(jnp.ones((2, 5)), temperature=1.0)
+    with pytest.raises((TypeError, ValueError), match="images"):
+        model.scores(jnp.ones(5), temperature=1.0)

@@ -93,6 +93,8 @@ class DenseAMClassifier(eqx.Module):
         # as `prototypes.silent_memories` finds it at T = 1) whose class entry is a power of two,
         # such as one clipped at 1, x.U / T and the shift 2 eps xi_alpha / T then round alike, and
         # it stays exactly silent, with exactly zero gradient, at every T.
+        if images.ndim != 2 or images.shape[1] != self.num_visible:
+            raise ValueError(f"`images` must have shape (B, {self.num_visible}), got {images.shape}.")
         dtype = jnp.result_type(images, self.memories)  # integer pixels count as the memories' floats
         classes_off = jnp.full((images.shape[0], self.num_classes), -eps, dtype=dtype)
         clamped_state = jnp.concatenate([images.astype(dtype), classes_off], axis=-1)
